@@ -1,0 +1,122 @@
+"""Geometry on hand-computed 4-point cases with exact expected values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ppkt.geometry import backproject_depth, check_rigid, project_points, rotation_about_axis, voxelize
+
+K = torch.tensor([[2.0, 0.0, 0.5], [0.0, 2.0, 0.5], [0.0, 0.0, 1.0]], dtype=torch.float64)
+
+
+def test_backproject_camera_points_and_pixels() -> None:
+    depth = torch.tensor([[1.0, 0.0], [2.0, 4.0]], dtype=torch.float64)  # (u=1, v=0) is invalid
+    bp = backproject_depth(depth, K)
+    expected = torch.tensor([[-0.25, -0.25, 1.0], [-0.5, 0.5, 2.0], [1.0, 1.0, 4.0]], dtype=torch.float64)
+    torch.testing.assert_close(bp.points_cam, expected, rtol=0, atol=0)
+    assert bp.uv.tolist() == [[0, 0], [0, 1], [1, 1]]
+    assert bp.batch.tolist() == [0, 0, 0]
+
+
+def test_backproject_world_with_pose_and_batch() -> None:
+    T = torch.eye(4, dtype=torch.float64)
+    T[:3, :3] = rotation_about_axis(math.pi / 2, axis=2, dtype=torch.float64)
+    T[:3, 3] = torch.tensor([1.0, 2.0, 3.0])
+    depth = torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 4.0]]], dtype=torch.float64)
+    bp = backproject_depth(depth, K, torch.stack([torch.eye(4, dtype=torch.float64), T]))
+    # image 0: (-0.25, -0.25, 1) unchanged; image 1: R(1, 1, 4) = (-1, 1, 4) + t
+    expected = torch.tensor([[-0.25, -0.25, 1.0], [0.0, 3.0, 7.0]], dtype=torch.float64)
+    torch.testing.assert_close(bp.points_world, expected, rtol=0, atol=1e-15)
+    assert bp.batch.tolist() == [0, 1]
+    assert bp.uv.tolist() == [[0, 0], [1, 1]]
+
+
+def test_backproject_range_and_nonfinite_are_invalid() -> None:
+    depth = torch.tensor([[float("nan"), 0.5], [3.0, -1.0]])
+    bp = backproject_depth(depth, K.float(), min_depth=0.6, max_depth=2.5)
+    assert bp.points_cam.shape == (0, 3)
+
+
+def test_backproject_rejects_bad_shapes() -> None:
+    with pytest.raises(ValueError, match="depth"):
+        backproject_depth(torch.zeros(1, 1, 2, 2), K)
+    with pytest.raises(ValueError, match="K"):
+        backproject_depth(torch.ones(2, 2, 2), torch.eye(3).expand(3, 3, 3))
+
+
+def test_projection_zbuffer_hides_points_behind_nearer_ones() -> None:
+    Kp = torch.tensor([[10.0, 0.0, 2.0], [0.0, 10.0, 2.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    pts = torch.tensor(
+        [[0.0, 0.0, 1.0], [0.0, 0.0, 2.0], [0.1, 0.0, 1.0], [0.0, 0.0, -1.0], [1.0, 0.0, 1.0]],
+        dtype=torch.float64,
+    )
+    proj = project_points(pts, Kp, torch.eye(4, dtype=torch.float64), (4, 4))
+    assert proj.visible.tolist() == [True, False, True, False, False]
+    torch.testing.assert_close(proj.uv[:3], torch.tensor([[2.0, 2.0], [2.0, 2.0], [3.0, 2.0]]).double())
+    torch.testing.assert_close(proj.depth, torch.tensor([1.0, 2.0, 1.0, -1.0, 1.0]).double())
+
+
+def test_projection_with_depth_image_and_pose() -> None:
+    Kp = torch.tensor([[10.0, 0.0, 2.0], [0.0, 10.0, 2.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    T = torch.eye(4, dtype=torch.float64)
+    T[2, 3] = -1.0  # camera 1 m behind the world origin, looking along +z
+    pts = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.1, 0.0, 0.0], [0.0, 0.1, 0.0]]).double()
+    depth = torch.full((4, 4), 2.0, dtype=torch.float64)
+    depth[2, 3] = 0.5  # a nearer surface in front of point 2
+    depth[3, 2] = 0.0  # no measurement at point 3's pixel
+    proj = project_points(pts, Kp, T, (4, 4), depth_image=depth)
+    # point 0 at z=1 (in front of the 2 m surface: visible); point 1 at z=2 (on it); point 2 hidden;
+    # point 3 has no depth to compare with (not visible)
+    assert proj.visible.tolist() == [True, True, False, False]
+    assert proj.pixel.tolist() == [[2, 2], [2, 2], [3, 2], [2, 3]]
+
+
+def test_voxelize_inverse_representatives_counts() -> None:
+    pts = torch.tensor([[0.1, 0.1, 0.1], [0.2, 0.3, 0.05], [0.6, 0.1, 0.1], [-0.1, 0.0, 0.0]])
+    vox = voxelize(pts, 0.5)
+    assert vox.coords.tolist() == [[-1, 0, 0], [0, 0, 0], [1, 0, 0]]
+    assert vox.inverse.tolist() == [1, 1, 2, 0]
+    assert vox.representative.tolist() == [3, 0, 2]
+    assert vox.counts.tolist() == [1, 2, 1]
+    assert voxelize(pts, 0.5, representative="centre").representative.tolist() == [3, 1, 2]
+    assert vox.coords.dtype == torch.int32
+
+
+def test_voxelize_batch_never_merges_samples() -> None:
+    pts = torch.tensor([[0.1, 0.1, 0.1], [0.2, 0.3, 0.05], [0.6, 0.1, 0.1], [-0.1, 0.0, 0.0]])
+    vox = voxelize(pts, 0.5, batch=torch.tensor([0, 1, 0, 0]))
+    assert vox.coords.tolist() == [[0, -1, 0, 0], [0, 0, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0]]
+    assert vox.inverse.tolist() == [1, 3, 2, 0]
+
+
+def test_voxelize_random_representative_is_a_member_and_seeded() -> None:
+    pts = torch.rand(1000, 3)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    v1 = voxelize(pts, 0.25, representative="random", generator=g1)
+    v2 = voxelize(pts, 0.25, representative="random", generator=g2)
+    assert torch.equal(v1.representative, v2.representative)
+    assert torch.equal(v1.inverse[v1.representative], torch.arange(v1.coords.shape[0]))
+    assert int(v1.counts.sum()) == 1000
+
+
+def test_voxelize_errors() -> None:
+    with pytest.raises(ValueError, match="voxel_size"):
+        voxelize(torch.zeros(4, 3), 0.0)
+    with pytest.raises(ValueError, match="points"):
+        voxelize(torch.zeros(4, 2), 0.1)
+
+
+def test_check_rigid() -> None:
+    T = np.eye(4)
+    assert check_rigid(T) is None
+    T2 = T.copy()
+    T2[0, 0] = 2.0
+    assert "orthonormal" in str(check_rigid(T2))
+    T3 = T.copy()
+    T3[1, 3] = np.inf
+    assert "non-finite" in str(check_rigid(T3))
+    assert "determinant" in str(check_rigid(np.diag([1.0, 1.0, -1.0, 1.0])))
