@@ -1,0 +1,123 @@
+"""The ``ppkt pretrain`` configuration. ``configs/pretrain.yaml`` documents every key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ppkt.errors import ConfigError
+
+
+@dataclass
+class SynthConfig:
+    scenes: int = 24
+    frames_per_scene: int = 16
+    seed: int = 0
+    image_size: tuple[int, int] = (240, 320)
+
+
+@dataclass
+class AugmentConfig:
+    flip: float = 0.5
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    rotate_degrees: float = 180.0
+    scale: tuple[float, float] = (0.9, 1.1)
+
+
+@dataclass
+class DataConfig:
+    root: str | None = None
+    layout: str = "generic"
+    cache_dir: str | None = None
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    heldout: float = 0.2
+    heldout_mode: Literal["auto", "scenes", "tail"] = "auto"
+    frame_skip: int = 1
+    image_size: tuple[int, int] = (120, 160)
+    voxel_size: float = 0.05
+    min_depth: float = 0.1
+    max_depth: float = 6.0
+    up_axis: Literal[0, 1, 2] = 2
+    features: list[str] = field(default_factory=lambda: ["rgb"])
+    skip_bad: bool = False
+    num_workers: int = 1
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def validate(self) -> None:
+        if not 0 <= self.heldout < 1:
+            raise ConfigError(f"config key 'data.heldout': must be in [0, 1), got {self.heldout}")
+        if self.voxel_size <= 0:
+            raise ConfigError(f"config key 'data.voxel_size': must be > 0, got {self.voxel_size}")
+        if self.frame_skip < 1:
+            raise ConfigError(f"config key 'data.frame_skip': must be >= 1, got {self.frame_skip}")
+
+
+@dataclass
+class TeacherConfig:
+    name: str = "efficientnet_lite0"
+    weights: str | None = None
+    layers: list[str] | None = None
+    cache: bool = False
+
+
+@dataclass
+class UPLConfig:
+    dim: int = 64
+    output_stride: Literal[1, 2, 4, 8] = 1
+
+
+@dataclass
+class StudentConfig:
+    name: str = "unet_small"
+    backend: Literal["torch"] = "torch"
+
+
+@dataclass
+class LossConfig:
+    name: str = "ppnce"
+    temperature: float = 0.07
+    num_pairs: int = 4096
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    warmup_steps: int = 20
+    schedule: Literal["cosine", "constant"] = "cosine"
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 6
+    max_steps: int = -1
+    batch_size: int = 8
+    precision: str = "auto"
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    seed: int = 0
+    threads: int | None = None
+    log_every_n_steps: int = 5
+    progress_bar: bool = True
+
+
+@dataclass
+class EvalConfig:
+    retrieval_points: int = 512
+    retrieval_frames: int = 48
+
+
+@dataclass
+class PretrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    upl: UPLConfig = field(default_factory=UPLConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

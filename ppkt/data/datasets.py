@@ -1,0 +1,107 @@
+"""Frame datasets for pretraining: which frames, the held-out split, and bad-frame handling."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from torch.utils.data import Dataset
+
+from ppkt.data.frames import frame_to_sample
+from ppkt.data.rgbd_folder import RGBDFolder
+from ppkt.data.sample import Batch, Sample, collate
+from ppkt.errors import ConfigError, DataError
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    """One frame: a scene folder and the frame's position in it."""
+
+    folder: RGBDFolder
+    index: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.folder.scene}/{self.folder.frames[self.index]}"
+
+
+def split_frames(
+    folders: Sequence[RGBDFolder], heldout: float, mode: str = "auto", frame_skip: int = 1
+) -> tuple[list[FrameRef], list[FrameRef]]:
+    """Split frames into (train, held-out).
+
+    ``mode="scenes"`` holds out the last ``ceil(heldout · #scenes)`` scenes; ``"tail"`` holds out the last
+    ``heldout`` fraction of every scene's trajectory; ``"auto"`` is ``scenes`` with ≥ 2 scenes else ``tail``.
+    Every ``frame_skip``-th frame is used.
+    """
+    if mode == "auto":
+        mode = "scenes" if len(folders) >= 2 else "tail"
+    train: list[FrameRef] = []
+    held: list[FrameRef] = []
+    if mode == "scenes":
+        n_held = math.ceil(heldout * len(folders)) if heldout > 0 else 0
+        if n_held >= len(folders) and heldout > 0:
+            raise ConfigError(f"data.heldout={heldout} would hold out all {len(folders)} scenes")
+        for i, f in enumerate(folders):
+            refs = [FrameRef(f, j) for j in range(0, len(f), frame_skip)]
+            (held if i >= len(folders) - n_held else train).extend(refs)
+    elif mode == "tail":
+        for f in folders:
+            refs = [FrameRef(f, j) for j in range(0, len(f), frame_skip)]
+            cut = len(refs) - math.ceil(heldout * len(refs)) if heldout > 0 else len(refs)
+            train.extend(refs[:cut])
+            held.extend(refs[cut:])
+    else:
+        raise ConfigError(f"data.heldout_mode: {mode!r} is not one of ['auto', 'scenes', 'tail']")
+    if not train:
+        raise DataError("no training frames left after the held-out split")
+    return train, held
+
+
+class FrameDataset(Dataset[Sample | None]):
+    """RGB-D frames → transformed samples.
+
+    With ``skip_bad=True`` a frame that fails to read (a :class:`DataError`) is skipped with a warning
+    naming the file (the item is ``None`` and :func:`collate_skip` drops it); otherwise the error propagates.
+    """
+
+    def __init__(
+        self,
+        frames: Sequence[FrameRef],
+        transform: Callable[[Sample], Sample],
+        *,
+        min_depth: float = 0.0,
+        max_depth: float = float("inf"),
+        skip_bad: bool = False,
+    ) -> None:
+        self.frames = list(frames)
+        self.transform = transform
+        self.min_depth, self.max_depth = min_depth, max_depth
+        self.skip_bad = skip_bad
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, i: int) -> Sample | None:
+        ref = self.frames[i]
+        try:
+            frame = ref.folder.read(ref.index)
+            sample = frame_to_sample(frame, min_depth=self.min_depth, max_depth=self.max_depth)
+            if sample.points.shape[0] == 0:
+                raise DataError(
+                    f"{frame.depth_path}: no depth in range [{self.min_depth}, {self.max_depth}] m"
+                )
+        except DataError as e:
+            if not self.skip_bad:
+                raise
+            warnings.warn(f"skipping bad frame {ref.name}: {e}", stacklevel=2)
+            return None
+        return self.transform(sample)
+
+
+def collate_skip(items: list[Sample | None]) -> Batch | None:
+    """:func:`collate` without the skipped (``None``) items; ``None`` when nothing is left."""
+    samples = [s for s in items if s is not None]
+    return collate(samples) if samples else None

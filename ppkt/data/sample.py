@@ -1,0 +1,149 @@
+"""The one sample object and the one batch format of ppkt.
+
+A :class:`Sample` is one RGB-D frame (or one fused scene) on its way to the networks:
+
+* ``points [N, 3]`` float32 (world frame, after 3D augmentation) and ``colors [N, 3]`` in ``[0, 1]``;
+* ``images [V, 3, H, W]`` float32 in ``[0, 1]`` — the V camera images the points were seen from (1 for RGB-D);
+* the **point→pixel pairing**: ``pair_point [P]`` (point index), ``pair_image [P]`` (camera index) and
+  ``pair_uv [P, 2]`` float pixel coordinates ``(u, v)`` in the (augmented) image, integer = pixel centre.
+  Every transform that moves the image or the points updates the pairing in the same call.
+* after :class:`~ppkt.data.transforms.Voxelize`: ``coords [M, 3]`` int32 voxel coordinates, ``inverse [N]``
+  point→voxel map, ``feats [M, C]`` input features per voxel, and ``pair_voxel [P']`` — the pairs reduced
+  to at most **one per voxel** (so a voxel is never its own negative in the contrastive loss);
+* optional ``labels [N]`` int64 (−1 = ignore) for downstream tasks.
+
+A :class:`Batch` concatenates the samples of a mini-batch. ``offset`` vectors hold **cumulative end counts**
+(Pointcept convention): sample ``b`` owns voxels ``offset[b-1]:offset[b]``. ``coords`` gain a leading batch
+column ``(b, x, y, z)``; :func:`collate` shifts every index (inverse map, pairing voxel and image indices) so
+they address the concatenated tensors.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, fields
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Sample:
+    """One frame or scene; see the module docstring for every field's meaning and shape."""
+
+    points: Tensor
+    colors: Tensor
+    images: Tensor
+    pair_point: Tensor
+    pair_image: Tensor
+    pair_uv: Tensor
+    labels: Tensor | None = None
+    coords: Tensor | None = None
+    inverse: Tensor | None = None
+    feats: Tensor | None = None
+    pair_voxel: Tensor | None = None
+    name: str = ""
+
+    def copy(self) -> Sample:
+        """A shallow copy: transforms replace tensors, never modify them in place."""
+        return copy.copy(self)
+
+    def select_pairs(self, keep: Tensor) -> None:
+        """Keep only the pairs selected by ``keep`` (a bool mask ``[P]`` or an index tensor)."""
+        self.pair_point = self.pair_point[keep]
+        self.pair_image = self.pair_image[keep]
+        self.pair_uv = self.pair_uv[keep]
+
+
+@dataclass
+class Batch:
+    """A mini-batch of ``B`` voxelized samples (see the module docstring).
+
+    Attributes:
+        coords: ``[M, 4]`` int32 ``(b, x, y, z)``.
+        feats: ``[M, C]`` float32 input features.
+        offset: ``[B]`` int64 cumulative voxel counts.
+        points: ``[N, 3]``; ``point_offset [B]`` cumulative point counts; ``inverse [N]`` global voxel index.
+        images: ``[V, 3, H, W]``; ``image_offset [B]`` cumulative image counts.
+        pair_voxel, pair_image: ``[P]`` global voxel / image index of each pair; ``pair_uv [P, 2]`` pixels.
+        labels: ``[N]`` int64 or ``None``.
+    """
+
+    coords: Tensor
+    feats: Tensor
+    offset: Tensor
+    points: Tensor
+    point_offset: Tensor
+    inverse: Tensor
+    images: Tensor
+    image_offset: Tensor
+    pair_voxel: Tensor
+    pair_image: Tensor
+    pair_uv: Tensor
+    labels: Tensor | None = None
+    names: list[str] = field(default_factory=list)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.offset.shape[0])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.images.shape[-2]), int(self.images.shape[-1])
+
+    def to(self, device: torch.device | str) -> Batch:
+        out = copy.copy(self)
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, Tensor):
+                setattr(out, f.name, v.to(device, non_blocking=True))
+        return out
+
+
+def _cumsum(counts: list[int]) -> Tensor:
+    return torch.cumsum(torch.tensor(counts, dtype=torch.long), 0)
+
+
+def _starts(counts: list[int]) -> list[int]:
+    out, s = [], 0
+    for c in counts:
+        out.append(s)
+        s += c
+    return out
+
+
+def collate(samples: list[Sample]) -> Batch:
+    """Concatenate voxelized samples into a :class:`Batch`, shifting all indices."""
+    if not samples:
+        raise ValueError("collate: empty list of samples")
+    for s in samples:
+        if s.coords is None or s.inverse is None or s.feats is None or s.pair_voxel is None:
+            raise ValueError(f"collate: sample {s.name!r} is not voxelized (apply Voxelize first)")
+    n_vox = [int(s.coords.shape[0]) for s in samples]  # type: ignore[union-attr]
+    n_pts = [int(s.points.shape[0]) for s in samples]
+    n_img = [int(s.images.shape[0]) for s in samples]
+    if len({tuple(s.images.shape[1:]) for s in samples}) != 1:
+        raise ValueError("collate: all images in a batch must have the same size; use a Resize transform")
+    vox0, img0 = _starts(n_vox), _starts(n_img)
+    coords = torch.cat(
+        [
+            torch.cat([torch.full((n, 1), b, dtype=torch.int32), s.coords.int()], dim=1)  # type: ignore[union-attr]
+            for b, (n, s) in enumerate(zip(n_vox, samples))
+        ]
+    )
+    has_labels = all(s.labels is not None for s in samples)
+    return Batch(
+        coords=coords,
+        feats=torch.cat([s.feats for s in samples]),  # type: ignore[misc]
+        offset=_cumsum(n_vox),
+        points=torch.cat([s.points for s in samples]),
+        point_offset=_cumsum(n_pts),
+        inverse=torch.cat([s.inverse + v for s, v in zip(samples, vox0)]),  # type: ignore[operator]
+        images=torch.cat([s.images for s in samples]),
+        image_offset=_cumsum(n_img),
+        pair_voxel=torch.cat([s.pair_voxel + v for s, v in zip(samples, vox0)]),  # type: ignore[operator]
+        pair_image=torch.cat([s.pair_image + i for s, i in zip(samples, img0)]),
+        pair_uv=torch.cat([s.pair_uv for s in samples]),
+        labels=torch.cat([s.labels for s in samples]) if has_labels else None,  # type: ignore[misc]
+        names=[s.name for s in samples],
+    )

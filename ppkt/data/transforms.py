@@ -1,0 +1,178 @@
+"""Joint 2D/3D transforms. Each is a small class with a ``__repr__``; each copies its input sample.
+
+Transforms that move the image (flip, crop/resize) or the points (rotation, scaling) update the
+point→pixel pairing in the same call, so the pairing is never stale. Randomness comes from torch's global
+generator (seeded per worker by Lightning's ``seed_everything(workers=True)``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ppkt.data.sample import Sample
+from ppkt.geometry import rotation_about_axis, voxelize
+from ppkt.geometry.voxelize import first_by_priority
+
+FEATURES = ("rgb", "ones", "height")
+
+
+class Transform:
+    """Base class: ``sample -> new sample`` (the input is never modified)."""
+
+    def __call__(self, sample: Sample) -> Sample:
+        return self.apply(sample.copy())
+
+    def apply(self, sample: Sample) -> Sample:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+
+class Compose(Transform):
+    def __init__(self, transforms: Sequence[Transform]) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, sample: Sample) -> Sample:
+        for t in self.transforms:
+            sample = t(sample)
+        return sample
+
+
+class RandomHorizontalFlip(Transform):
+    """Mirror the images left–right with probability ``p``: ``u → W − 1 − u``."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        self.p = p
+
+    def apply(self, s: Sample) -> Sample:
+        if float(torch.rand(())) >= self.p:
+            return s
+        W = s.images.shape[-1]
+        s.images = s.images.flip(-1)
+        s.pair_uv = torch.stack([W - 1 - s.pair_uv[:, 0], s.pair_uv[:, 1]], dim=1)
+        return s
+
+
+class RandomResizedCrop(Transform):
+    """Crop a random box of ``scale`` × the image area (output aspect ratio) and resize it to ``size``.
+
+    Pixel centres map as ``u' = (u − x0 + ½)·W'/w − ½``; pairs whose pixel leaves the crop are dropped (the
+    points stay). With ``random=False`` the box is the largest centred one of the output aspect ratio (an
+    evaluation resize).
+    """
+
+    def __init__(self, size: Sequence[int], scale: Sequence[float] = (1.0, 1.0), random: bool = True) -> None:
+        if len(size) != 2 or min(size) <= 0:
+            raise ValueError(f"size must be (H, W) > 0, got {size}")
+        if not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {scale}")
+        self.size = (int(size[0]), int(size[1]))
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.random = random
+
+    def apply(self, s: Sample) -> Sample:
+        H, W = s.images.shape[-2:]
+        Ho, Wo = self.size
+        aspect = Wo / Ho
+        if self.random:
+            area = self.scale[0] + float(torch.rand(())) * (self.scale[1] - self.scale[0])
+            ch = min(H, max(1, round(math.sqrt(area * H * W / aspect))))
+        else:
+            ch = min(H, round(W / aspect))
+        cw = min(W, max(1, round(ch * aspect)))
+        if self.random:
+            y0 = int(torch.randint(0, H - ch + 1, ()))
+            x0 = int(torch.randint(0, W - cw + 1, ()))
+        else:
+            y0, x0 = (H - ch) // 2, (W - cw) // 2
+        crop = s.images[:, :, y0 : y0 + ch, x0 : x0 + cw]
+        if (ch, cw) != (Ho, Wo):
+            crop = F.interpolate(crop, size=(Ho, Wo), mode="bilinear", align_corners=False, antialias=True)
+        s.images = crop.clamp(0.0, 1.0)
+        sx, sy = Wo / cw, Ho / ch
+        u = (s.pair_uv[:, 0] - x0 + 0.5) * sx - 0.5
+        v = (s.pair_uv[:, 1] - y0 + 0.5) * sy - 0.5
+        s.pair_uv = torch.stack([u, v], dim=1)
+        s.select_pairs((u >= -0.5) & (u < Wo - 0.5) & (v >= -0.5) & (v < Ho - 0.5))
+        return s
+
+
+class RandomRotate(Transform):
+    """Rotate the points about coordinate ``axis`` (the up axis) by a uniform angle in ±``max_degrees``."""
+
+    def __init__(self, axis: int = 2, max_degrees: float = 180.0) -> None:
+        self.axis = axis
+        self.max_degrees = max_degrees
+
+    def apply(self, s: Sample) -> Sample:
+        angle = math.radians(self.max_degrees) * (2 * float(torch.rand(())) - 1)
+        R = rotation_about_axis(angle, self.axis, dtype=s.points.dtype)
+        s.points = s.points @ R.T
+        return s
+
+
+class RandomScale(Transform):
+    """Scale the points by a uniform factor in ``[low, high]``."""
+
+    def __init__(self, low: float = 0.9, high: float = 1.1) -> None:
+        self.low, self.high = low, high
+
+    def apply(self, s: Sample) -> Sample:
+        s.points = s.points * (self.low + float(torch.rand(())) * (self.high - self.low))
+        return s
+
+
+class Voxelize(Transform):
+    """Voxelize the points and reduce the pairing to at most one (random) pair per voxel.
+
+    Voxel coordinates are shifted so the sample's smallest is 0 (a translation: the networks are
+    translation-equivariant, and the packed keys stay small).
+
+    Features per voxel (concatenated in the given order): ``rgb`` (mean colour − ½), ``ones``, ``height``
+    (mean coordinate along ``up_axis``, metres, relative to the sample's lowest point).
+    """
+
+    def __init__(self, voxel_size: float, features: Sequence[str] = ("rgb",), up_axis: int = 2) -> None:
+        bad = [f for f in features if f not in FEATURES]
+        if bad or not features:
+            raise ValueError(f"unknown voxel features {bad}; choose from {list(FEATURES)}")
+        self.voxel_size = voxel_size
+        self.features = tuple(features)
+        self.up_axis = up_axis
+
+    @property
+    def num_features(self) -> int:
+        return sum(3 if f == "rgb" else 1 for f in self.features)
+
+    def apply(self, s: Sample) -> Sample:
+        vox = voxelize(s.points, self.voxel_size)
+        M = vox.coords.shape[0]
+        counts = vox.counts.to(s.points.dtype).unsqueeze(1)
+
+        def mean(x: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros(M, x.shape[1], dtype=x.dtype)
+            return out.index_add_(0, vox.inverse, x) / counts
+
+        parts = []
+        for f in self.features:
+            if f == "rgb":
+                parts.append(mean(s.colors.float()) - 0.5)
+            elif f == "ones":
+                parts.append(torch.ones(M, 1))
+            else:
+                up = s.points[:, self.up_axis : self.up_axis + 1]
+                parts.append(mean(up - up.min()) if len(up) else torch.zeros(M, 1))
+        coords = vox.coords - vox.coords.min(dim=0).values if M else vox.coords  # non-negative grid
+        s.coords, s.inverse, s.feats = coords, vox.inverse, torch.cat(parts, dim=1).float()
+        pv = vox.inverse[s.pair_point]
+        uniq, group = torch.unique(pv, return_inverse=True)
+        chosen = first_by_priority(group, torch.rand(pv.shape[0], dtype=torch.float64), uniq.shape[0])
+        s.select_pairs(chosen)
+        s.pair_voxel = uniq
+        return s

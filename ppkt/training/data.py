@@ -1,0 +1,90 @@
+"""Build pretraining data loaders from a :class:`~ppkt.config.pretrain.DataConfig`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch.utils.data import DataLoader
+
+from ppkt.config.pretrain import DataConfig
+from ppkt.data.datasets import FrameDataset, FrameRef, collate_skip, split_frames
+from ppkt.data.embedded import ensure_synthetic
+from ppkt.data.rgbd_folder import LAYOUTS, open_scenes
+from ppkt.data.transforms import (
+    Compose,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+    RandomRotate,
+    RandomScale,
+    Transform,
+    Voxelize,
+)
+from ppkt.errors import ConfigError
+
+
+def build_transform(cfg: DataConfig, train: bool) -> Compose:
+    """Training: random crop/resize, flip, rotation about the up axis, scaling, voxelize.
+    Evaluation: a centred resize and voxelize."""
+    vox = Voxelize(cfg.voxel_size, cfg.features, cfg.up_axis)
+    if not train:
+        return Compose([RandomResizedCrop(cfg.image_size, random=False), vox])
+    a = cfg.augment
+    steps: list[Transform] = [RandomResizedCrop(cfg.image_size, a.crop_scale)]
+    if a.flip > 0:
+        steps.append(RandomHorizontalFlip(a.flip))
+    if a.rotate_degrees > 0:
+        steps.append(RandomRotate(cfg.up_axis, a.rotate_degrees))
+    if a.scale != (1.0, 1.0):
+        steps.append(RandomScale(*a.scale))
+    steps.append(vox)
+    return Compose(steps)
+
+
+def num_input_features(cfg: DataConfig) -> int:
+    return Voxelize(cfg.voxel_size, cfg.features).num_features
+
+
+def data_root(cfg: DataConfig, verbose: bool = True) -> Path:
+    """``data.root``, or the embedded synthetic dataset (rendered into the cache on first use)."""
+    if cfg.root is None:
+        return ensure_synthetic(cfg.synth, cfg.cache_dir, verbose=verbose)
+    return Path(cfg.root).expanduser()
+
+
+@dataclass
+class FrameSplits:
+    root: Path
+    train: list[FrameRef]
+    heldout: list[FrameRef]
+
+
+def frame_splits(cfg: DataConfig, verbose: bool = True) -> FrameSplits:
+    if cfg.layout not in LAYOUTS:
+        raise ConfigError(f"config key 'data.layout': {cfg.layout!r} is not one of {sorted(LAYOUTS)}")
+    root = data_root(cfg, verbose)
+    folders = open_scenes(root, cfg.layout)
+    train, held = split_frames(folders, cfg.heldout, cfg.heldout_mode, cfg.frame_skip)
+    return FrameSplits(root, train, held)
+
+
+def make_loader(
+    cfg: DataConfig, frames: list[FrameRef], batch_size: int, train: bool, num_workers: int | None = None
+) -> DataLoader:
+    ds = FrameDataset(
+        frames,
+        build_transform(cfg, train),
+        min_depth=cfg.min_depth,
+        max_depth=cfg.max_depth,
+        skip_bad=cfg.skip_bad,
+    )
+    workers = cfg.num_workers if num_workers is None else num_workers
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=train,
+        drop_last=train and len(ds) > batch_size,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        collate_fn=collate_skip,
+    )

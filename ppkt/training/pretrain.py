@@ -1,0 +1,124 @@
+"""``ppkt pretrain``: build everything from a config, train with Lightning, write the pretext check."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from ppkt.config import PretrainConfig, dump_config, to_dict
+from ppkt.training.data import frame_splits, make_loader, num_input_features
+from ppkt.training.pretrain_module import PPKTPretrainModule
+from ppkt.training.retrieval import retrieval_top1
+
+
+def mean_head_tail(values: list[float], fraction: float = 0.1) -> tuple[float, float]:
+    """Mean of the first and of the last ``fraction`` of ``values`` (at least one value each)."""
+    if not values:
+        return float("nan"), float("nan")
+    k = max(1, math.ceil(fraction * len(values)))
+    return sum(values[:k]) / k, sum(values[-k:]) / k
+
+
+def build_trainer(cfg: PretrainConfig, out: Path, monitor: str | None) -> L.Trainer:
+    t = cfg.trainer
+    ckpt = ModelCheckpoint(
+        dirpath=out / "checkpoints",
+        filename="best",
+        monitor=monitor,
+        mode="min",
+        save_last=True,
+        save_top_k=1,
+        enable_version_counter=False,
+    )
+    precision: Any = t.precision
+    if precision == "auto":
+        precision = (
+            "16-mixed"
+            if torch.cuda.is_available() and t.accelerator in ("auto", "gpu", "cuda")
+            else "32-true"
+        )
+    return L.Trainer(
+        default_root_dir=out,
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=precision,
+        callbacks=[ckpt],
+        logger=[
+            TensorBoardLogger(out, name="tensorboard", version=""),
+            CSVLogger(out, name="csv", version=""),
+        ],
+        log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.progress_bar,
+        num_sanity_val_steps=0,
+        deterministic=False,
+    )
+
+
+def run_pretrain(cfg: PretrainConfig, out: str | Path, resume: str | None = None) -> dict[str, Any]:
+    """Pretrain and write ``config.yaml``, checkpoints, logs and ``metrics.json`` under ``out``."""
+    start = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    dump_config(cfg, out / "config.yaml")
+    print("[ppkt] resolved config:\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+    splits = frame_splits(cfg.data)
+    print(f"[ppkt] data {splits.root}: {len(splits.train)} training frames, {len(splits.heldout)} held out")
+    bs = cfg.trainer.batch_size
+    train_loader = make_loader(cfg.data, splits.train, bs, train=True)
+    val_loader = make_loader(cfg.data, splits.heldout, bs, train=False) if splits.heldout else None
+
+    module = PPKTPretrainModule.from_config(cfg, num_input_features(cfg.data))
+    init_state = copy.deepcopy(module.state_dict())
+    trainer = build_trainer(cfg, out, "val/loss" if val_loader is not None else None)
+    if resume == "last":
+        resume = str(out / "checkpoints" / "last.ckpt")
+    trainer.fit(module, train_loader, val_loader, ckpt_path=resume)
+    train_time = time.time() - start
+
+    metrics: dict[str, Any] = {}
+    if not trainer.is_global_zero:
+        return metrics
+    loss_initial, loss_final = mean_head_tail(module.step_losses)
+    metrics = {
+        "loss_initial": loss_initial,
+        "loss_final": loss_final,
+        "steps": trainer.global_step,
+        "train_frames": len(splits.train),
+        "heldout_frames": len(splits.heldout),
+        "wall_time_train_s": round(train_time, 1),
+    }
+    if splits.heldout:
+        held = splits.heldout[: cfg.eval.retrieval_frames]
+        loader = make_loader(cfg.data, held, bs, train=False, num_workers=0)
+        trained = retrieval_top1(module, loader, cfg.eval.retrieval_points, seed=cfg.trainer.seed)
+        module.load_state_dict(init_state)
+        random_init = retrieval_top1(module, loader, cfg.eval.retrieval_points, seed=cfg.trainer.seed)
+        metrics.update(
+            retrieval_top1_heldout=trained.top1,
+            retrieval_top1_random_init=random_init.top1,
+            retrieval_chance=trained.chance,
+            retrieval_frames=trained.frames,
+            retrieval_points=cfg.eval.retrieval_points,
+        )
+    metrics["wall_time_s"] = round(time.time() - start, 1)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print("[ppkt] metrics:\n" + json.dumps(metrics, indent=2))
+    return metrics

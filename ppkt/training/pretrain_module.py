@@ -1,0 +1,112 @@
+"""The PPKT pretraining LightningModule: frozen teacher + UPL (2D), sparse U-Net + head (3D), PPNCE."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from ppkt.config import PretrainConfig, from_dict, to_dict
+from ppkt.data.sample import Batch
+from ppkt.losses import PPNCELoss, build_loss
+from ppkt.models.heads import ProjectionHead
+from ppkt.models.student import build_student
+from ppkt.models.teachers import build_teacher
+from ppkt.models.upl import UpsamplingProjection, sample_pixels
+from ppkt.sparse import SparseTensor
+from ppkt.training.optim import build_optimizer, trainable, warmup_cosine
+
+
+class PPKTPretrainModule(L.LightningModule):
+    """Pixel-to-point contrastive pretraining of a sparse-conv student.
+
+    ``forward(batch)`` returns ``dict(loss=..., **scalars)``; the training loop logs every key.
+    """
+
+    def __init__(self, config: dict[str, Any], in_channels: int) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        cfg = from_dict(PretrainConfig, config)
+        self.cfg = cfg
+        self.teacher = build_teacher(cfg.teacher.name, cfg.teacher.weights, cfg.teacher.layers)
+        self.upl = UpsamplingProjection(
+            self.teacher.out_channels, self.teacher.strides, cfg.upl.dim, cfg.upl.output_stride
+        )
+        self.student = build_student(cfg.student.name, in_channels)
+        self.head = ProjectionHead(self.student.out_channels, cfg.upl.dim)
+        loss = build_loss(cfg.loss.name, temperature=cfg.loss.temperature, num_pairs=cfg.loss.num_pairs)
+        assert isinstance(loss, PPNCELoss)
+        self.loss = loss
+        self.step_losses: list[float] = []
+
+    @classmethod
+    def from_config(cls, cfg: PretrainConfig, in_channels: int) -> PPKTPretrainModule:
+        return cls(to_dict(cfg), in_channels)
+
+    # ------------------------------------------------------------------ embeddings
+    def point_embeddings(self, batch: Batch) -> Tensor:
+        """``[M, D]`` unit embeddings of every voxel of the batch."""
+        x = SparseTensor(batch.feats, batch.coords)
+        return self.head(self.student(x))
+
+    def teacher_features(self, batch: Batch) -> list[Tensor]:
+        """The frozen teacher's multi-scale maps of the batch images (no gradient, eval mode)."""
+        self.teacher.eval()
+        with torch.no_grad():
+            return list(self.teacher(batch.images))
+
+    def pixel_embeddings(
+        self, features: list[Tensor], image_size: tuple[int, int], image_index: Tensor, uv: Tensor
+    ) -> Tensor:
+        """``[P, D]`` unit embeddings (UPL) of pixels ``uv`` of images ``image_index``."""
+        if self.cfg.upl.output_stride == 1:  # exact and cheap: no dense full-resolution map
+            return self.upl.embed_points(features, image_index, uv, image_size)
+        return sample_pixels(self.upl(features, image_size), image_index, uv, image_size)
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        idx = self.loss.sample(batch.pair_voxel.shape[0], batch.pair_voxel.device)
+        points = self.point_embeddings(batch)[batch.pair_voxel[idx]]
+        features = self.teacher_features(batch)
+        pixels = self.pixel_embeddings(features, batch.image_size, batch.pair_image[idx], batch.pair_uv[idx])
+        loss = self.loss(points, pixels)
+        with torch.no_grad():
+            sim = points @ pixels.T
+            top1 = (sim.argmax(dim=1) == torch.arange(len(idx), device=sim.device)).float().mean()
+        return {
+            "loss": loss,
+            "top1": top1,
+            "pairs": torch.tensor(float(len(idx))),
+            "voxels": torch.tensor(float(batch.coords.shape[0])),
+        }
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def training_step(self, batch: Batch | None, batch_idx: int) -> Tensor | None:
+        if batch is None or batch.pair_voxel.shape[0] < 2:
+            return None
+        out = self(batch)
+        bs = batch.batch_size
+        for k, v in out.items():
+            self.log(f"train/{k}", v, prog_bar=k in ("loss", "top1"), batch_size=bs)
+        self.log("lr", self.optimizers().param_groups[0]["lr"], batch_size=bs)  # type: ignore[union-attr]
+        self.step_losses.append(float(out["loss"].detach()))
+        return out["loss"]
+
+    def validation_step(self, batch: Batch | None, batch_idx: int) -> None:
+        if batch is None or batch.pair_voxel.shape[0] < 2:
+            return
+        out = self(batch)
+        for k, v in out.items():
+            self.log(f"val/{k}", v, batch_size=batch.batch_size, sync_dist=True)
+
+    def configure_optimizers(self) -> Any:
+        o = self.cfg.optim
+        params = trainable([self.student, self.head, self.upl])
+        opt = build_optimizer(o.name, params, o.lr, o.weight_decay, o.momentum)
+        total = int(self.trainer.estimated_stepping_batches)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, o.warmup_steps, o.schedule))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        return batch.to(device) if isinstance(batch, Batch) else batch

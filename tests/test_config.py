@@ -1,0 +1,74 @@
+"""Config loading: defaults file ≡ dataclass, overrides, unknown keys and bad values rejected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ppkt.config import PretrainConfig, dump_config, load_config, to_dict
+from ppkt.errors import ConfigError
+
+from .conftest import REPO
+
+
+def _keys(tree: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for k, v in tree.items():
+        out.add(prefix + k)
+        if isinstance(v, dict):
+            out |= _keys(v, prefix + k + ".")
+    return out
+
+
+def test_default_file_documents_exactly_the_defaults() -> None:
+    path = REPO / "configs" / "pretrain.yaml"
+    assert to_dict(load_config(PretrainConfig, path)) == to_dict(PretrainConfig())
+    assert _keys(yaml.safe_load(path.read_text())) == _keys(to_dict(PretrainConfig()))
+    for line in path.read_text().splitlines():  # every key is commented (sections may be self-explanatory)
+        if ":" in line and not line.strip().startswith("#") and not line.rstrip().endswith(":"):
+            assert "#" in line, f"undocumented key: {line}"
+
+
+def test_overrides_are_typed() -> None:
+    cfg = load_config(
+        PretrainConfig,
+        overrides=["data.voxel_size=0.04", "trainer.devices=2", "data.image_size=[60, 80]", "data.root=/x"],
+    )
+    assert cfg.data.voxel_size == 0.04 and cfg.trainer.devices == 2
+    assert cfg.data.image_size == (60, 80) and cfg.data.root == "/x"
+    assert load_config(PretrainConfig, overrides=["data.voxel_size=1"]).data.voxel_size == 1.0
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.vox=1", "unknown config key 'data.vox'; valid keys of 'data': \\['root'"),
+        ("nope=1", "unknown config key 'nope'"),
+        ("upl.output_stride=3", "one of \\[1, 2, 4, 8\\]"),
+        ("data.voxel_size=abc", "'data.voxel_size': 'abc' is not a number"),
+        ("data.image_size=[1]", "a list of 2 values"),
+        ("data.heldout=1.5", "data.heldout"),
+        ("data.voxel_size.x=1", "not a section"),
+        ("novalue", "key=value"),
+    ],
+)
+def test_bad_overrides(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(PretrainConfig, overrides=[override])
+
+
+def test_file_with_unknown_key_is_rejected(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("trainer:\n  max_epoch: 3\n")
+    with pytest.raises(ConfigError, match="unknown config key 'trainer.max_epoch'.*max_epochs"):
+        load_config(PretrainConfig, f)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(PretrainConfig, tmp_path / "missing.yaml")
+
+
+def test_dump_round_trip(tmp_path: Path) -> None:
+    cfg = load_config(PretrainConfig, overrides=["loss.temperature=0.04", "data.features=[rgb, height]"])
+    dump_config(cfg, tmp_path / "c.yaml")
+    assert load_config(PretrainConfig, tmp_path / "c.yaml") == cfg

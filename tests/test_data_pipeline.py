@@ -1,0 +1,172 @@
+"""The one batch format, joint 2D/3D transforms (pairing stays exact), splits and bad frames."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ppkt.data.datasets import FrameDataset, collate_skip, split_frames
+from ppkt.data.frames import frame_to_sample
+from ppkt.data.rgbd_folder import Frame, RGBDFolder
+from ppkt.data.sample import Sample, collate
+from ppkt.data.transforms import (
+    Compose,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+    RandomRotate,
+    RandomScale,
+    Voxelize,
+)
+from ppkt.errors import DataError
+
+H, W = 24, 32
+K = np.array([[20.0, 0.0, W / 2], [0.0, 20.0, H / 2], [0.0, 0.0, 1.0]])
+
+
+def make_frame(seed: int = 0, label: bool = True) -> Frame:
+    """A frame whose colour encodes the pixel: R = u, G = v (so pairing errors are visible)."""
+    rng = np.random.default_rng(seed)
+    vv, uu = np.mgrid[0:H, 0:W]
+    color = np.stack([uu * 7, vv * 10, rng.integers(0, 255, (H, W))], axis=2).astype(np.uint8)
+    depth = (1.0 + rng.random((H, W))).astype(np.float32)
+    depth[0, 0] = 0.0
+    lab = rng.integers(0, 5, (H, W)) if label else None
+    return Frame("scene", f"f{seed}", color, depth, K.copy(), np.eye(4), label=lab)
+
+
+def pixel_color(sample: Sample) -> torch.Tensor:
+    """Colour of each pair's pixel, read (nearest) from the sample's (transformed) image."""
+    u = sample.pair_uv[:, 0].round().long()
+    v = sample.pair_uv[:, 1].round().long()
+    return sample.images[sample.pair_image, :, v, u]
+
+
+def test_frame_to_sample_pairs_each_point_with_its_pixel() -> None:
+    f = make_frame()
+    s = frame_to_sample(f)
+    assert s.points.shape == (H * W - 1, 3)
+    torch.testing.assert_close(pixel_color(s), s.colors[s.pair_point])
+    assert s.labels is not None and int(s.labels.min()) >= -1
+    assert s.labels[0].item() == f.label[0, 1] - 1  # type: ignore[index]
+
+
+def test_flip_keeps_pairing_exact() -> None:
+    s = frame_to_sample(make_frame())
+    t = RandomHorizontalFlip(p=1.0)(s)
+    assert torch.equal(t.images, s.images.flip(-1))
+    torch.testing.assert_close(pixel_color(t), t.colors[t.pair_point])
+    assert s.pair_uv is not t.pair_uv  # input untouched
+
+
+@pytest.mark.parametrize("size", [(12, 16), (24, 32), (48, 64)])
+def test_crop_resize_maps_pixel_centres(size: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    s = frame_to_sample(make_frame())
+    t = RandomResizedCrop(size, scale=(0.3, 1.0))(s)
+    assert t.images.shape[-2:] == size
+    assert 0 < t.pair_point.numel() <= s.pair_point.numel()
+    # u' = (u − x0 + ½)·W'/w − ½ is affine in u with slope W'/w: recover it from the pairs
+    u0 = s.pair_uv[t.pair_point, 0]
+    slope = np.polyfit(u0.numpy(), t.pair_uv[:, 0].numpy(), 1)[0]
+    assert slope > 0
+    # inside the image
+    assert float(t.pair_uv[:, 0].min()) >= -0.5 and float(t.pair_uv[:, 0].max()) < size[1] - 0.5
+    # the red channel encodes u: nearest-pixel colour of the resized image matches the point's colour
+    # within the interpolation blur of one source pixel (7 grey levels per pixel, ≤ 1 pixel of blur)
+    if size[0] <= H:
+        err = (pixel_color(t)[:, 0] - t.colors[t.pair_point, 0]).abs() * 255
+        assert float(err.median()) <= 7.0 * W / size[1] / 2 + 1.0
+
+
+def test_centred_resize_is_deterministic_and_exact_at_full_size() -> None:
+    s = frame_to_sample(make_frame())
+    t = RandomResizedCrop((H, W), random=False)(s)
+    assert torch.equal(t.images, s.images)
+    assert torch.equal(t.pair_uv, s.pair_uv)
+
+
+def test_rotation_and_scale_move_points_only() -> None:
+    s = frame_to_sample(make_frame())
+    t = Compose([RandomRotate(axis=2, max_degrees=90), RandomScale(2.0, 2.0)])(s)
+    torch.testing.assert_close(t.points.norm(dim=1)[:, None] / s.points.norm(dim=1)[:, None] / 2, torch.ones(len(s.points), 1))
+    torch.testing.assert_close(t.points[:, 2], 2 * s.points[:, 2])
+    assert torch.equal(t.pair_uv, s.pair_uv) and torch.equal(t.images, s.images)
+
+
+def test_voxelize_one_pair_per_voxel_and_features() -> None:
+    s = Voxelize(0.1, ("rgb", "ones", "height"))(frame_to_sample(make_frame()))
+    assert s.coords is not None and s.feats is not None and s.pair_voxel is not None and s.inverse is not None
+    M = s.coords.shape[0]
+    assert s.feats.shape == (M, 5)
+    assert int(s.coords.min()) == 0
+    assert s.pair_voxel.unique().numel() == s.pair_voxel.numel()  # at most one pair per voxel
+    assert torch.equal(s.inverse[s.pair_point], s.pair_voxel)  # each pair's point lies in its voxel
+    assert s.pair_voxel.numel() == M  # every voxel here has an in-image point
+    with pytest.raises(ValueError, match="unknown voxel features"):
+        Voxelize(0.1, ("normals",))
+
+
+def test_collate_shifts_indices_and_offsets() -> None:
+    vox = Voxelize(0.1)
+    a, b = vox(frame_to_sample(make_frame(0))), vox(frame_to_sample(make_frame(1)))
+    batch = collate([a, b])
+    ma, mb = a.coords.shape[0], b.coords.shape[0]  # type: ignore[union-attr]
+    assert batch.offset.tolist() == [ma, ma + mb]
+    assert batch.point_offset.tolist() == [len(a.points), len(a.points) + len(b.points)]
+    assert batch.coords[:ma, 0].eq(0).all() and batch.coords[ma:, 0].eq(1).all()
+    assert batch.image_offset.tolist() == [1, 2]
+    assert torch.equal(batch.pair_voxel[len(a.pair_voxel) :], b.pair_voxel + ma)  # type: ignore[arg-type]
+    assert batch.pair_image.tolist() == [0] * len(a.pair_voxel) + [1] * len(b.pair_voxel)  # type: ignore[arg-type]
+    assert torch.equal(batch.inverse[len(a.points) :], b.inverse + ma)  # type: ignore[operator]
+    assert batch.labels is not None and batch.labels.shape == (len(a.points) + len(b.points),)
+    # pairs still point at the right pixels after collation: voxel colour ≈ pixel colour
+    with pytest.raises(ValueError, match="not voxelized"):
+        collate([frame_to_sample(make_frame())])
+
+
+def write_scene(root: Path, n: int) -> RGBDFolder:
+    root.mkdir(parents=True, exist_ok=True)
+    np.savetxt(root / "intrinsics.txt", K)
+    for i in range(n):
+        f = make_frame(i, label=False)
+        Image.fromarray(f.color).save(root / f"{i:04d}.color.png")
+        Image.fromarray((f.depth * 1000).astype(np.uint16)).save(root / f"{i:04d}.depth.png")
+        np.savetxt(root / f"{i:04d}.pose.txt", np.eye(4))
+    return RGBDFolder(root)
+
+
+def test_split_by_scene_and_by_trajectory_tail(tmp_path: Path) -> None:
+    scenes = [write_scene(tmp_path / f"s{i}", 5) for i in range(4)]
+    train, held = split_frames(scenes, 0.25, "auto")
+    assert {r.folder.scene for r in held} == {"s3"} and len(train) == 15
+    train, held = split_frames(scenes[:1], 0.2, "auto", frame_skip=2)
+    assert [r.index for r in train] == [0, 2] and [r.index for r in held] == [4]
+
+
+def test_bad_frame_errors_or_is_skipped_with_warning(tmp_path: Path) -> None:
+    folder = write_scene(tmp_path / "s", 3)
+    (tmp_path / "s" / "0001.color.png").write_bytes(b"not a png")
+    train, _ = split_frames([folder], 0.0, "tail")
+    strict = FrameDataset(train, Voxelize(0.1))
+    with pytest.raises(DataError, match="0001.color.png"):
+        strict[1]
+    lenient = FrameDataset(train, Voxelize(0.1), skip_bad=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        items = [lenient[i] for i in range(3)]
+    assert items[1] is None and any("0001.color.png" in str(w.message) for w in caught)
+    batch = collate_skip(items)
+    assert batch is not None and batch.batch_size == 2
+    assert collate_skip([None]) is None
+
+
+def test_depth_out_of_range_is_a_bad_frame(tmp_path: Path) -> None:
+    folder = write_scene(tmp_path / "s", 1)
+    train, _ = split_frames([folder], 0.0, "tail")
+    with pytest.raises(DataError, match="no depth in range"):
+        FrameDataset(train, Voxelize(0.1), max_depth=0.5)[0]
