@@ -62,7 +62,7 @@ def test_bad_overrides(override: str, message: str) -> None:
 def test_file_with_unknown_key_is_rejected(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
     f.write_text("trainer:\n  max_epoch: 3\n")
-    with pytest.raises(ConfigError, match="unknown config key 'trainer.max_epoch'.*max_epochs"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'trainer\.max_epoch'.*max_epochs"):
         load_config(PretrainConfig, f)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(PretrainConfig, tmp_path / "missing.yaml")
@@ -72,3 +72,8 @@ def test_dump_round_trip(tmp_path: Path) -> None:
     cfg = load_config(PretrainConfig, overrides=["loss.temperature=0.04", "data.features=[rgb, height]"])
     dump_config(cfg, tmp_path / "c.yaml")
     assert load_config(PretrainConfig, tmp_path / "c.yaml") == cfg
+
+
+def test_readme_shows_the_default_config_verbatim() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert (REPO / "configs" / "pretrain.yaml").read_text() in readme

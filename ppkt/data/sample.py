@@ -112,38 +112,44 @@ def _starts(counts: list[int]) -> list[int]:
     return out
 
 
+def _required(sample: Sample, name: str) -> Tensor:
+    value = getattr(sample, name)
+    if value is None:
+        raise ValueError(f"collate: sample {sample.name!r} has no {name} (apply Voxelize first)")
+    return value
+
+
 def collate(samples: list[Sample]) -> Batch:
     """Concatenate voxelized samples into a :class:`Batch`, shifting all indices."""
     if not samples:
         raise ValueError("collate: empty list of samples")
-    for s in samples:
-        if s.coords is None or s.inverse is None or s.feats is None or s.pair_voxel is None:
-            raise ValueError(f"collate: sample {s.name!r} is not voxelized (apply Voxelize first)")
-    n_vox = [int(s.coords.shape[0]) for s in samples]  # type: ignore[union-attr]
-    n_pts = [int(s.points.shape[0]) for s in samples]
-    n_img = [int(s.images.shape[0]) for s in samples]
+    coords = [_required(s, "coords") for s in samples]
+    feats = [_required(s, "feats") for s in samples]
+    inverse = [_required(s, "inverse") for s in samples]
+    pair_voxel = [_required(s, "pair_voxel") for s in samples]
     if len({tuple(s.images.shape[1:]) for s in samples}) != 1:
         raise ValueError("collate: all images in a batch must have the same size; use a Resize transform")
+    n_vox = [int(c.shape[0]) for c in coords]
+    n_img = [int(s.images.shape[0]) for s in samples]
     vox0, img0 = _starts(n_vox), _starts(n_img)
-    coords = torch.cat(
-        [
-            torch.cat([torch.full((n, 1), b, dtype=torch.int32), s.coords.int()], dim=1)  # type: ignore[union-attr]
-            for b, (n, s) in enumerate(zip(n_vox, samples))
-        ]
-    )
-    has_labels = all(s.labels is not None for s in samples)
+    labels = [s.labels for s in samples if s.labels is not None]
     return Batch(
-        coords=coords,
-        feats=torch.cat([s.feats for s in samples]),  # type: ignore[misc]
+        coords=torch.cat(
+            [
+                torch.cat([torch.full((len(c), 1), b, dtype=torch.int32), c.int()], 1)
+                for b, c in enumerate(coords)
+            ]
+        ),
+        feats=torch.cat(feats),
         offset=_cumsum(n_vox),
         points=torch.cat([s.points for s in samples]),
-        point_offset=_cumsum(n_pts),
-        inverse=torch.cat([s.inverse + v for s, v in zip(samples, vox0)]),  # type: ignore[operator]
+        point_offset=_cumsum([int(s.points.shape[0]) for s in samples]),
+        inverse=torch.cat([inv + v for inv, v in zip(inverse, vox0)]),
         images=torch.cat([s.images for s in samples]),
         image_offset=_cumsum(n_img),
-        pair_voxel=torch.cat([s.pair_voxel + v for s, v in zip(samples, vox0)]),  # type: ignore[operator]
+        pair_voxel=torch.cat([pv + v for pv, v in zip(pair_voxel, vox0)]),
         pair_image=torch.cat([s.pair_image + i for s, i in zip(samples, img0)]),
         pair_uv=torch.cat([s.pair_uv for s in samples]),
-        labels=torch.cat([s.labels for s in samples]) if has_labels else None,  # type: ignore[misc]
+        labels=torch.cat(labels) if len(labels) == len(samples) else None,
         names=[s.name for s in samples],
     )

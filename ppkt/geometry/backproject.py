@@ -66,7 +66,7 @@ def backproject_depth(
         A :class:`BackProjection`; points are ordered by (image, row, column).
     """
     d = _batched(depth, 2, "depth")
-    B, H, W = d.shape
+    B = d.shape[0]
     Kb = _batched(K, 2, "K").to(device=d.device)
     if Kb.shape[0] not in (1, B) or Kb.shape[1:] != (3, 3):
         raise ValueError(f"K: expected [3,3] or [{B},3,3], got {tuple(K.shape)}")

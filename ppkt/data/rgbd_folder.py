@@ -1,0 +1,364 @@
+"""Reader for RGB-D frames stored as one folder of image/text files per scene.
+
+The generic layout (written by :mod:`ppkt.data.synth`) is, per scene folder::
+
+    intrinsics.txt            3×3 pinhole matrix (text)
+    <frame>.color.png|jpg     8-bit RGB
+    <frame>.depth.png         uint16 depth, ``depth_scale`` raw units per metre (default mm); 0 = invalid
+    <frame>.pose.txt          4×4 camera-to-world (metres, OpenCV camera frame: x right, y down, z forward)
+    <frame>.label.png         optional uint16 semantic class (0 = unlabelled)
+    <frame>.instance.png      optional uint16 instance id (0 = none)
+
+File names are patterns with a ``{frame}`` placeholder, so other datasets with the same content but other
+names read with the same code: :meth:`FolderLayout.seven_scenes` reads Microsoft 7-Scenes
+(``camera-intrinsics.txt``, ``frame-XXXXXX.color.jpg``, depth 0 and 65535 invalid).
+
+Every problem with the files raises :class:`~ppkt.errors.DataError` with a message naming the file and the
+problem (missing, unreadable/truncated, wrong dtype or shape, non-rigid pose, no valid depth, ...); a bad
+layout (pattern without ``{frame}``, unknown preset name) raises :class:`~ppkt.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ppkt.errors import ConfigError, DataError
+from ppkt.geometry.rigid import check_rigid
+
+__all__ = [
+    "LAYOUTS",
+    "FolderLayout",
+    "Frame",
+    "RGBDFolder",
+    "frame_names",
+    "list_scenes",
+    "natural_key",
+    "open_scenes",
+    "read_color",
+    "read_intrinsics",
+    "read_pose",
+    "read_uint16",
+]
+
+_PLACEHOLDER = "{frame}"
+
+
+@dataclass(frozen=True)
+class FolderLayout:
+    """File-name patterns (with a ``{frame}`` placeholder) and depth encoding of one scene folder.
+
+    ``color`` may be one pattern or several tried in order (the first existing file wins). ``label`` and
+    ``instance`` are optional per frame; set them to ``None`` when a dataset has none.
+    """
+
+    intrinsics: str = "intrinsics.txt"
+    color: str | tuple[str, ...] = ("{frame}.color.png", "{frame}.color.jpg")
+    depth: str = "{frame}.depth.png"
+    pose: str = "{frame}.pose.txt"
+    label: str | None = "{frame}.label.png"
+    instance: str | None = "{frame}.instance.png"
+    depth_scale: float = 1000.0
+    invalid_depth: tuple[int, ...] = (0,)
+
+    def __post_init__(self) -> None:
+        patterns = [self.depth, self.pose, *self.color_patterns()]
+        patterns += [p for p in (self.label, self.instance) if p is not None]
+        for pattern in patterns:
+            if pattern.count(_PLACEHOLDER) != 1:
+                raise ConfigError(
+                    f"FolderLayout: pattern {pattern!r} must contain {_PLACEHOLDER} exactly once"
+                )
+        if not (self.depth_scale > 0 and np.isfinite(self.depth_scale)):
+            raise ConfigError(f"FolderLayout: depth_scale must be a positive number, got {self.depth_scale}")
+
+    def color_patterns(self) -> tuple[str, ...]:
+        """The color patterns in the order they are tried."""
+        return (self.color,) if isinstance(self.color, str) else tuple(self.color)
+
+    @classmethod
+    def generic(cls) -> FolderLayout:
+        """The layout written by :func:`ppkt.data.synth.synthesize`."""
+        return cls()
+
+    @classmethod
+    def seven_scenes(cls) -> FolderLayout:
+        """Microsoft 7-Scenes: ``frame-XXXXXX.{color.png,depth.png,pose.txt}``, depth mm, 0/65535 invalid."""
+        return cls(
+            intrinsics="camera-intrinsics.txt",
+            color=("frame-{frame}.color.png", "frame-{frame}.color.jpg"),
+            depth="frame-{frame}.depth.png",
+            pose="frame-{frame}.pose.txt",
+            label=None,
+            instance=None,
+            depth_scale=1000.0,
+            invalid_depth=(0, 65535),
+        )
+
+
+LAYOUTS: dict[str, FolderLayout] = {"generic": FolderLayout.generic(), "7scenes": FolderLayout.seven_scenes()}
+
+
+@dataclass
+class Frame:
+    """One RGB-D frame read from disk (numpy arrays, metres, camera-to-world pose)."""
+
+    scene: str
+    name: str
+    color: np.ndarray  # uint8 [H, W, 3]
+    depth: np.ndarray  # float32 [H, W] metres, 0 = invalid
+    K: np.ndarray  # float64 [3, 3]
+    pose: np.ndarray  # float64 [4, 4] camera-to-world
+    label: np.ndarray | None = None  # int64 [H, W], 0 = unlabelled
+    instance: np.ndarray | None = None  # int64 [H, W], 0 = none
+    color_path: Path | None = None
+    depth_path: Path | None = None
+    pose_path: Path | None = None
+    label_path: Path | None = None
+    instance_path: Path | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the frame."""
+        return (int(self.depth.shape[0]), int(self.depth.shape[1]))
+
+
+def natural_key(text: str) -> list[int | str]:
+    """Sort key ordering embedded numbers numerically (``frame2`` before ``frame10``)."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
+
+
+def _resolve_layout(layout: FolderLayout | str) -> FolderLayout:
+    if isinstance(layout, FolderLayout):
+        return layout
+    if layout not in LAYOUTS:
+        raise ConfigError(f"unknown folder layout {layout!r}; choose one of {sorted(LAYOUTS)}")
+    return LAYOUTS[layout]
+
+
+def _load_text_matrix(path: Path, what: str) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(f"{path}: missing {what} file")
+    try:
+        rows = [[float(x) for x in line.split()] for line in path.read_text().splitlines() if line.strip()]
+    except (ValueError, UnicodeDecodeError, OSError) as e:
+        raise DataError(f"{path}: malformed {what} (not a numeric matrix: {e})") from e
+    if not rows:
+        raise DataError(f"{path}: malformed {what} (empty file)")
+    if len({len(row) for row in rows}) != 1:
+        raise DataError(f"{path}: malformed {what} (rows of different lengths {[len(r) for r in rows]})")
+    return np.array(rows, dtype=np.float64)
+
+
+def read_intrinsics(path: Path) -> np.ndarray:
+    """Read and validate a 3×3 (or 4×4 with the 3×3 block in the top-left) pinhole matrix."""
+    K = _load_text_matrix(path, "intrinsics")
+    if K.shape == (4, 4):
+        K = K[:3, :3]
+    if K.shape != (3, 3):
+        raise DataError(f"{path}: malformed intrinsics, expected a 3x3 matrix, got shape {K.shape}")
+    if not np.all(np.isfinite(K)):
+        raise DataError(f"{path}: malformed intrinsics, contains non-finite values")
+    if K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise DataError(
+            f"{path}: malformed intrinsics, focal lengths must be positive (fx={K[0, 0]}, fy={K[1, 1]})"
+        )
+    if not np.allclose([K[1, 0], K[2, 0], K[2, 1], K[2, 2]], [0.0, 0.0, 0.0, 1.0], atol=1e-9):
+        raise DataError(
+            f"{path}: malformed intrinsics, expected rows [fx s cx] [0 fy cy] [0 0 1], got {K.tolist()}"
+        )
+    return K
+
+
+def read_pose(path: Path) -> np.ndarray:
+    """Read and validate a 4×4 rigid camera-to-world transform."""
+    T = _load_text_matrix(path, "pose")
+    if T.shape != (4, 4):
+        raise DataError(f"{path}: pose must be a 4x4 matrix, got shape {T.shape}")
+    why = check_rigid(T)
+    if why is not None:
+        raise DataError(f"{path}: pose is not a rigid transform: {why}")
+    return T
+
+
+def _open_image(path: Path, what: str) -> Image.Image:
+    if not path.is_file():
+        raise DataError(f"{path}: missing {what} image")
+    try:
+        img = Image.open(path)
+        img.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"{path}: corrupt or unreadable {what} image ({e})") from e
+    return img
+
+
+def read_color(path: Path) -> np.ndarray:
+    """Read an 8-bit colour image as uint8 ``[H, W, 3]`` (grey/palette/RGBA are converted)."""
+    img = _open_image(path, "color")
+    if img.mode not in ("RGB", "RGBA", "L", "P", "LA", "CMYK", "YCbCr"):
+        raise DataError(f"{path}: color image must be 8-bit RGB, got PIL mode {img.mode!r}")
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+def read_uint16(path: Path, what: str) -> np.ndarray:
+    """Read a single-channel 16-bit (or 8-bit, for labels) PNG as a uint16 ``[H, W]`` array."""
+    img = _open_image(path, what)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(img).astype(np.uint16)
+    if img.mode == "I":  # some writers store 16-bit PNGs that PIL opens as 32-bit
+        a = np.asarray(img)
+        if a.min() >= 0 and a.max() <= np.iinfo(np.uint16).max:
+            return a.astype(np.uint16)
+        raise DataError(f"{path}: {what} image values exceed the uint16 range")
+    if what != "depth" and img.mode in ("L", "P"):
+        return np.asarray(img).astype(np.uint16)
+    raise DataError(f"{path}: {what} image must be single-channel uint16, got PIL mode {img.mode!r}")
+
+
+class RGBDFolder:
+    """The frames of one scene folder (see the module docstring for the layout).
+
+    Args:
+        root: the scene folder.
+        layout: a :class:`FolderLayout` or a preset name from :data:`LAYOUTS` (``"generic"``, ``"7scenes"``).
+    """
+
+    def __init__(self, root: str | Path, layout: FolderLayout | str = "generic") -> None:
+        self.root = Path(root)
+        self.layout = _resolve_layout(layout)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: scene folder does not exist")
+        self.scene = self.root.name
+        self.frames: list[str] = self._discover()
+        if not self.frames:
+            raise DataError(f"{self.root}: no frames found (no file matches {self.layout.depth!r})")
+        self._K: np.ndarray | None = None
+
+    def _discover(self) -> list[str]:
+        prefix, suffix = self.layout.depth.split(_PLACEHOLDER)
+        names = []
+        for path in self.root.glob(prefix + "*" + suffix):
+            name = path.name[len(prefix) : len(path.name) - len(suffix)]
+            if name and path.is_file():
+                names.append(name)
+        return sorted(names, key=natural_key)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, i: int) -> Frame:
+        return self.read(i)
+
+    def __repr__(self) -> str:
+        return f"RGBDFolder({str(self.root)!r}, frames={len(self.frames)})"
+
+    @property
+    def K(self) -> np.ndarray:
+        """The validated 3×3 intrinsics of the scene (read once)."""
+        if self._K is None:
+            self._K = read_intrinsics(self.root / self.layout.intrinsics)
+        return self._K.copy()
+
+    def path(self, pattern: str, name: str) -> Path:
+        """The file of frame ``name`` for a ``{frame}`` pattern."""
+        return self.root / pattern.replace(_PLACEHOLDER, name)
+
+    def color_path(self, name: str) -> Path:
+        """The first existing colour file of frame ``name`` (the first pattern when none exists)."""
+        candidates = [self.path(p, name) for p in self.layout.color_patterns()]
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate
+        return candidates[0]
+
+    def index(self, name: str) -> int:
+        """Position of frame ``name`` in :attr:`frames`."""
+        try:
+            return self.frames.index(name)
+        except ValueError:
+            raise DataError(f"{self.root}: no frame named {name!r}") from None
+
+    def read_depth(self, path: Path) -> np.ndarray:
+        """Read a depth PNG as float32 metres with every invalid raw value set to 0."""
+        raw = read_uint16(path, "depth")
+        invalid = np.isin(raw, np.asarray(self.layout.invalid_depth, dtype=np.int64))
+        depth = raw.astype(np.float32) / np.float32(self.layout.depth_scale)
+        depth[invalid] = 0.0
+        return depth
+
+    def read(self, i: int) -> Frame:
+        """Read and validate frame ``i`` (raises :class:`DataError` naming the file on any problem)."""
+        if not -len(self.frames) <= i < len(self.frames):
+            raise IndexError(f"frame index {i} out of range for {len(self.frames)} frames in {self.root}")
+        name = self.frames[i]
+        lay = self.layout
+        K = self.K
+        color_path = self.color_path(name)
+        color = read_color(color_path)
+        H, W = color.shape[:2]
+        depth_path = self.path(lay.depth, name)
+        depth = self.read_depth(depth_path)
+        if depth.shape != (H, W):
+            raise DataError(f"{depth_path}: depth shape {depth.shape} does not match color image {(H, W)}")
+        if not np.any(depth > 0):
+            raise DataError(f"{depth_path}: frame has no valid depth (every pixel is invalid)")
+        pose_path = self.path(lay.pose, name)
+        pose = read_pose(pose_path)
+        frame = Frame(
+            self.scene,
+            name,
+            color,
+            depth,
+            K,
+            pose,
+            color_path=color_path,
+            depth_path=depth_path,
+            pose_path=pose_path,
+        )
+        for attr, pattern in (("label", lay.label), ("instance", lay.instance)):
+            if pattern is None:
+                continue
+            path = self.path(pattern, name)
+            if not path.is_file():
+                continue
+            arr = read_uint16(path, attr)
+            if arr.shape != (H, W):
+                raise DataError(f"{path}: {attr} shape {arr.shape} does not match color image {(H, W)}")
+            setattr(frame, attr, arr.astype(np.int64))
+            setattr(frame, f"{attr}_path", path)
+        return frame
+
+
+def list_scenes(root: str | Path, layout: FolderLayout | str = "generic") -> list[Path]:
+    """Scene folders of a dataset root, naturally sorted.
+
+    A folder that itself contains the layout's intrinsics file is a single scene; otherwise its immediate
+    sub-folders that contain one are the scenes.
+    """
+    lay = _resolve_layout(layout)
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder does not exist")
+    if (root / lay.intrinsics).is_file():
+        return [root]
+    scenes = [d for d in root.iterdir() if d.is_dir() and (d / lay.intrinsics).is_file()]
+    if not scenes:
+        raise DataError(f"{root}: no scene folders found (no folder contains {lay.intrinsics!r})")
+    return sorted(scenes, key=lambda d: natural_key(d.name))
+
+
+def open_scenes(root: str | Path, layout: FolderLayout | str = "generic") -> list[RGBDFolder]:
+    """An :class:`RGBDFolder` for each scene of :func:`list_scenes`."""
+    return [RGBDFolder(d, layout) for d in list_scenes(root, layout)]
+
+
+def frame_names(folders: Sequence[RGBDFolder]) -> list[tuple[int, str]]:
+    """``(folder index, frame name)`` for every frame of several folders, in order."""
+    return [(i, name) for i, f in enumerate(folders) for name in f.frames]
