@@ -6,6 +6,7 @@ import copy
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +69,17 @@ def build_trainer(cfg: PretrainConfig, out: Path, monitor: str | None) -> L.Trai
     )
 
 
+def quiet_known_warnings() -> None:
+    """Silence Lightning warnings that are expected here: the frozen teacher is in eval mode on purpose."""
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    warnings.filterwarnings("ignore", message=r".*litlogger")
+
+
 def run_pretrain(cfg: PretrainConfig, out: str | Path, resume: str | None = None) -> dict[str, Any]:
     """Pretrain and write ``config.yaml``, checkpoints, logs and ``metrics.json`` under ``out``."""
     start = time.time()
+    quiet_known_warnings()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.trainer.threads:

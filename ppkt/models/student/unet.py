@@ -1,0 +1,136 @@
+"""Residual sparse-conv U-Net student (MinkUNet / Res16UNet style) on the pure-PyTorch sparse backend.
+
+Input: a :class:`~ppkt.sparse.SparseTensor` with features ``[M, in_channels]`` at stride 1.
+Output: a dense tensor ``[M, out_channels]`` of per-voxel features at the input's coordinates, **in the
+input's row order**.
+
+Layout (``planes = (p1, ..., p8)``, ``layers = (n1, ..., n8)``, ``s = stem_channels``)::
+
+    stem     subm(k=stem_kernel) in -> s, BN, ReLU                              stride 1   x0 [M, s]
+    enc i    down k2s2 (C -> C), BN, ReLU; n_i BasicBlocks -> p_i   i = 1..4   stride 2^i  e_i
+    dec j    up k2s2 -> p_{4+j}, BN, ReLU; cat skip; n_{4+j} blocks  j = 1..4  stride 2^(4-j)
+    head     optional 1x1 conv -> out_channels (only when ``out_channels`` is given)
+
+The skip of decoder level ``j`` is ``e_{4-j}`` (``x0`` for ``j = 4``), so the last decoder level runs at
+the input resolution; its channel count (``p8``, or ``out_channels`` with a head) is ``out_channels``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+from torch import Tensor, nn
+
+from ppkt.models.student.blocks import ConvBNReLU, make_layer
+from ppkt.sparse import SparseTensor, SubMConv3d, sparse_cat
+
+
+class SparseUNet(nn.Module):
+    """4-level residual sparse U-Net: ``forward(SparseTensor [M, in_channels]) -> Tensor [M, out_channels]``.
+
+    Args:
+        in_channels: input feature channels.
+        planes: 8 channel counts, 4 encoder then 4 decoder levels.
+        layers: 8 BasicBlock counts per level.
+        stem_channels: channels of the full-resolution stem.
+        stem_kernel: odd kernel size of the stem's submanifold conv.
+        out_channels: if given, a final 1x1 conv (with bias) maps ``planes[7] -> out_channels``.
+        bn_momentum: momentum of every BatchNorm.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        planes: Sequence[int] = (32, 64, 128, 256, 256, 128, 96, 96),
+        layers: Sequence[int] = (2, 3, 4, 6, 2, 2, 2, 2),
+        stem_channels: int = 32,
+        stem_kernel: int = 5,
+        out_channels: int | None = None,
+        bn_momentum: float = 0.1,
+    ) -> None:
+        super().__init__()
+        planes, layers = tuple(planes), tuple(layers)
+        if len(planes) != 8 or len(layers) != 8:
+            raise ValueError(f"planes and layers need 8 entries each, got {len(planes)} and {len(layers)}")
+        if in_channels < 1 or stem_channels < 1 or min(planes) < 1:
+            raise ValueError(
+                f"channel counts must be positive: in={in_channels} stem={stem_channels} {planes}"
+            )
+        self.in_channels = in_channels
+        self.planes, self.layers = planes, layers
+        self.stem = ConvBNReLU(in_channels, stem_channels, "subm", stem_kernel, bn_momentum=bn_momentum)
+
+        self.down = nn.ModuleList()
+        self.enc = nn.ModuleList()
+        c = stem_channels
+        skip_channels = [stem_channels]
+        for i in range(4):
+            self.down.append(ConvBNReLU(c, c, "down", 2, 2, bn_momentum))
+            self.enc.append(make_layer(c, planes[i], layers[i], bn_momentum))
+            c = planes[i]
+            skip_channels.append(c)
+
+        self.up = nn.ModuleList()
+        self.dec = nn.ModuleList()
+        for j in range(4):
+            p = planes[4 + j]
+            self.up.append(ConvBNReLU(c, p, "up", 2, 2, bn_momentum))
+            self.dec.append(make_layer(p + skip_channels[3 - j], p, layers[4 + j], bn_momentum))
+            c = p
+
+        self.head: SubMConv3d | None = None
+        if out_channels is not None:
+            self.head = SubMConv3d(c, out_channels, 1, bias=True)
+            c = out_channels
+        self.out_channels: int = c
+
+    def forward(self, x: SparseTensor) -> Tensor:
+        if x.num_channels != self.in_channels:
+            raise ValueError(f"SparseUNet expects {self.in_channels} input channels, got {x.num_channels}")
+        y = self.stem(x)
+        skips = [y]
+        for down, enc in zip(self.down, self.enc):
+            y = enc(down(y))
+            skips.append(y)
+        skips.pop()  # the deepest level feeds the decoder directly
+        for up, dec in zip(self.up, self.dec):
+            y = dec(sparse_cat([up(y), skips.pop()]))
+        if self.head is not None:
+            y = self.head(y)
+        return y.feats
+
+
+STUDENT_PRESETS: dict[str, dict[str, Any]] = {
+    # CPU default: one block per level, narrow channels.
+    "unet_small": {
+        "planes": (16, 32, 64, 128, 64, 48, 32, 32),
+        "layers": (1, 1, 1, 1, 1, 1, 1, 1),
+        "stem_channels": 16,
+        "stem_kernel": 3,
+    },
+    # Res16UNet34C (MinkowskiEngine / PPKT's 3D backbone).
+    "res16unet34c": {
+        "planes": (32, 64, 128, 256, 256, 128, 96, 96),
+        "layers": (2, 3, 4, 6, 2, 2, 2, 2),
+        "stem_channels": 32,
+        "stem_kernel": 5,
+    },
+}
+
+
+def _make_preset(name: str, in_channels: int, **overrides: Any) -> SparseUNet:
+    return SparseUNet(in_channels, **{**STUDENT_PRESETS[name], **overrides})
+
+
+STUDENTS: dict[str, Callable[..., SparseUNet]] = {
+    name: partial(_make_preset, name) for name in STUDENT_PRESETS
+}
+
+
+def build_student(name: str, in_channels: int, **overrides: Any) -> SparseUNet:
+    """Build the student preset ``name`` (see :data:`STUDENTS`); ``overrides`` replace preset arguments."""
+    if name not in STUDENTS:
+        raise ValueError(f"unknown student {name!r}; known students: {sorted(STUDENTS)}")
+    return STUDENTS[name](in_channels, **overrides)

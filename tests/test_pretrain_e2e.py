@@ -1,0 +1,131 @@
+"""End to end: the ``ppkt`` CLI pretrains on real rendered files and writes everything it promises."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ppkt.cli.main import main
+from ppkt.data.embedded import ensure_synthetic
+from ppkt.config.pretrain import SynthConfig
+
+from .conftest import REPO, TINY_PRETRAIN
+
+
+def test_pretrain_writes_config_checkpoints_logs_and_metrics(tiny_synth: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(["pretrain", "--out", str(out), f"data.root={tiny_synth}", *TINY_PRETRAIN]) == 0
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["data"]["root"] == str(tiny_synth) and cfg["loss"]["num_pairs"] == 256
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert (out / "checkpoints" / "best.ckpt").is_file()  # lowest held-out loss
+    assert "train/loss" in (out / "csv" / "metrics.csv").read_text()
+    assert any(p.name.startswith("events.out.tfevents") for p in (out / "tensorboard").iterdir())
+    m = json.loads((out / "metrics.json").read_text())
+    for key in ("loss_initial", "loss_final", "retrieval_top1_heldout", "retrieval_top1_random_init"):
+        assert math.isfinite(m[key]), key
+    assert m["retrieval_chance"] == pytest.approx(1 / 64)
+    assert 0 <= m["retrieval_top1_heldout"] <= 1
+    assert m["train_frames"] == 8 and m["heldout_frames"] == 4  # last of 3 scenes held out
+    steps = m["steps"]
+    assert steps == 4
+
+    # --resume last continues the same run: the global step goes on from the checkpoint
+    assert (
+        main(
+            [
+                "pretrain",
+                "--out",
+                str(out),
+                "--resume",
+                "last",
+                f"data.root={tiny_synth}",
+                *TINY_PRETRAIN,
+                "trainer.max_epochs=2",
+            ]
+        )
+        == 0
+    )
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 2 * steps
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 2 * steps
+    assert any(k.startswith("student.") for k in ckpt["state_dict"])
+
+
+def test_cli_rejects_unknown_keys_and_bad_files(
+    tiny_synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["pretrain", "--out", str(tmp_path / "a"), "data.voxelsize=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'data.voxelsize'" in err and "voxel_size" in err
+    # a corrupt colour image: the error names the file
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_synth / "scene_0000", bad / "scene_0000")
+    shutil.copytree(tiny_synth / "scene_0001", bad / "scene_0001")
+    victim = sorted((bad / "scene_0000").glob("*.color.png"))[1]
+    victim.write_bytes(victim.read_bytes()[:100])
+    assert main(["pretrain", "--out", str(tmp_path / "b"), f"data.root={bad}", *TINY_PRETRAIN]) == 2
+    assert victim.name in capsys.readouterr().err
+    # with data.skip_bad=true the frame is skipped with a warning and training completes
+    with pytest.warns(UserWarning, match=victim.name):
+        assert (
+            main(
+                [
+                    "pretrain",
+                    "--out",
+                    str(tmp_path / "c"),
+                    f"data.root={bad}",
+                    *TINY_PRETRAIN,
+                    "data.skip_bad=true",
+                ]
+            )
+            == 0
+        )
+
+
+def test_embedded_dataset_is_rendered_once_then_reused(tmp_path: Path) -> None:
+    cfg = SynthConfig(scenes=1, frames_per_scene=2, seed=3, image_size=(30, 40))
+    first = ensure_synthetic(cfg, str(tmp_path), verbose=False)
+    stamp = (first / ".complete").stat().st_mtime_ns
+    again = ensure_synthetic(cfg, str(tmp_path), verbose=False)
+    assert again == first and (again / ".complete").stat().st_mtime_ns == stamp
+    other = ensure_synthetic(
+        SynthConfig(scenes=1, frames_per_scene=2, seed=4, image_size=(30, 40)), str(tmp_path), verbose=False
+    )
+    assert other != first  # a different recipe gets its own folder
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_with_gloo(tiny_synth: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    cmd = [
+        sys.executable,
+        "-m",
+        "ppkt.cli.main",
+        "pretrain",
+        "--out",
+        str(out),
+        f"data.root={tiny_synth}",
+        *TINY_PRETRAIN,
+        "trainer.threads=1",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "distributed_backend=gloo" in proc.stdout + proc.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["steps"] == 2  # 8 training frames, 2 per process per step, 2 processes
+    assert (out / "checkpoints" / "last.ckpt").is_file()
