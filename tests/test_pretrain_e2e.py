@@ -14,8 +14,8 @@ import torch
 import yaml
 
 from ppkt.cli.main import main
-from ppkt.data.embedded import ensure_synthetic
 from ppkt.config.pretrain import SynthConfig
+from ppkt.data.embedded import ensure_synthetic
 
 from .conftest import REPO, TINY_PRETRAIN
 
@@ -27,8 +27,10 @@ def test_pretrain_writes_config_checkpoints_logs_and_metrics(tiny_synth: Path, t
     assert cfg["data"]["root"] == str(tiny_synth) and cfg["loss"]["num_pairs"] == 256
     assert (out / "checkpoints" / "last.ckpt").is_file()
     assert (out / "checkpoints" / "best.ckpt").is_file()  # lowest held-out loss
-    assert "train/loss" in (out / "csv" / "metrics.csv").read_text()
-    assert any(p.name.startswith("events.out.tfevents") for p in (out / "tensorboard").iterdir())
+    assert "train/loss" in (out / "csv" / "version_0" / "metrics.csv").read_text()
+    assert any(
+        p.name.startswith("events.out.tfevents") for p in (out / "tensorboard" / "version_0").iterdir()
+    )
     m = json.loads((out / "metrics.json").read_text())
     for key in ("loss_initial", "loss_final", "retrieval_top1_heldout", "retrieval_top1_random_init"):
         assert math.isfinite(m[key]), key
@@ -58,6 +60,8 @@ def test_pretrain_writes_config_checkpoints_logs_and_metrics(tiny_synth: Path, t
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 2 * steps
     assert any(k.startswith("student.") for k in ckpt["state_dict"])
+    assert "train/loss" in (out / "csv" / "version_1" / "metrics.csv").read_text()  # earlier logs kept
+    assert (out / "csv" / "version_0" / "metrics.csv").is_file()
 
 
 def test_cli_rejects_unknown_keys_and_bad_files(
