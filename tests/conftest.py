@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 torch.set_num_threads(2)
+# rendered and fused caches of the tests never touch the user's ~/.cache/ppkt
+os.environ["PPKT_CACHE_DIR"] = tempfile.mkdtemp(prefix="ppkt-test-cache-")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -77,3 +77,14 @@ def test_dump_round_trip(tmp_path: Path) -> None:
 def test_readme_shows_the_default_config_verbatim() -> None:
     readme = (REPO / "README.md").read_text()
     assert (REPO / "configs" / "pretrain.yaml").read_text() in readme
+
+
+def test_finetune_default_file_documents_exactly_the_defaults() -> None:
+    from ppkt.config import FinetuneConfig
+
+    path = REPO / "configs" / "finetune.yaml"
+    assert to_dict(load_config(FinetuneConfig, path)) == to_dict(FinetuneConfig())
+    assert _keys(yaml.safe_load(path.read_text())) == _keys(to_dict(FinetuneConfig()))
+    for line in path.read_text().splitlines():
+        if ":" in line and not line.strip().startswith("#") and not line.rstrip().endswith(":"):
+            assert "#" in line, f"undocumented key: {line}"

@@ -30,20 +30,39 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
     run_pretrain(cfg, args.out, resume=args.resume)
 
 
-def _cmd_demo(args: argparse.Namespace) -> None:
-    from ppkt.config import PretrainConfig, load_config
-    from ppkt.training.pretrain import run_pretrain
+def _cmd_finetune(args: argparse.Namespace) -> None:
+    from ppkt.config import FinetuneConfig, load_config
+    from ppkt.training.finetune import run_finetune
 
     overrides = list(args.overrides)
-    if args.quick:
-        overrides = [
-            "data.synth.scenes=6",
-            "data.synth.frames_per_scene=8",
-            "trainer.max_epochs=2",
-            *overrides,
-        ]
-    cfg = load_config(PretrainConfig, None, overrides)
-    run_pretrain(cfg, f"{args.out}/pretrain")
+    for key, value in (
+        ("init", args.init),
+        ("labels", args.labels),
+        ("labels_mode", args.labels_mode),
+        ("trainer.seed", args.seed),
+    ):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if args.probe:
+        overrides.append("probe=true")
+    cfg = load_config(FinetuneConfig, args.config, overrides)
+    run_finetune(cfg, args.out)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from ppkt.training.finetune import run_evaluate
+
+    run_evaluate(args.ckpt, args.data, args.out, args.split)
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from ppkt.config import load_config
+    from ppkt.config.demo import QUICK_OVERRIDES, DemoConfig
+    from ppkt.training.demo import run_demo
+
+    overrides = [*QUICK_OVERRIDES, *args.overrides] if args.quick else list(args.overrides)
+    cfg = load_config(DemoConfig, args.config, overrides)
+    run_demo(cfg, args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,10 +92,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_pretrain)
 
+    p = sub.add_parser("finetune", help="semantic segmentation fine-tuning or linear probing of the student")
+    p.add_argument("--config", help="YAML config file (see configs/finetune.yaml for every key)")
+    p.add_argument("--out", default="runs/finetune", help="run directory")
+    p.add_argument("--init", help="'scratch' or a `ppkt pretrain` checkpoint (same as init=...)")
+    p.add_argument("--labels", type=float, help="fraction of training scenes (or points) with labels")
+    p.add_argument("--labels-mode", choices=["scenes", "points"], help="what --labels is a fraction of")
+    p.add_argument(
+        "--probe", action="store_true", help="linear probing: frozen backbone, only the head trains"
+    )
+    p.add_argument("--seed", type=int, help="same as trainer.seed=...")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. trainer.max_steps=100"
+    )
+    p.set_defaults(func=_cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="evaluate a fine-tuned checkpoint: mIoU, per-class IoU, accuracy")
+    p.add_argument("--ckpt", required=True, help="a `ppkt finetune` checkpoint")
+    p.add_argument("--data", help="dataset folder, or 'synthetic' (default: the data it was trained on)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    p.add_argument("--out", default="runs/evaluate", help="folder for metrics.json")
+    p.set_defaults(func=_cmd_evaluate)
+
     p = sub.add_parser("demo", help="the main job on the embedded default data, offline")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quick", action="store_true", help="a small, fast version (used by the tests)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="pretraining config overrides")
+    p.add_argument("--config", help="YAML config file (see configs/demo.yaml)")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="overrides, e.g. pretrain.trainer.max_epochs=4 finetune.trainer.max_steps=100 seeds=[0,1]",
+    )
     p.set_defaults(func=_cmd_demo)
     return parser
 

@@ -41,8 +41,9 @@ def build_transform(cfg: DataConfig, train: bool) -> Compose:
     return Compose(steps)
 
 
-def num_input_features(cfg: DataConfig) -> int:
-    return Voxelize(cfg.voxel_size, cfg.features).num_features
+def num_input_features(features: list[str]) -> int:
+    """Input channels of the student for the given per-voxel features."""
+    return Voxelize(1.0, features).num_features
 
 
 def data_root(cfg: DataConfig, verbose: bool = True) -> Path:

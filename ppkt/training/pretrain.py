@@ -74,6 +74,7 @@ def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r".*litlogger")
+    warnings.filterwarnings("ignore", message=r"You defined a `validation_step` but have no `val_dataloader`")
 
 
 def run_pretrain(cfg: PretrainConfig, out: str | Path, resume: str | None = None) -> dict[str, Any]:
@@ -94,7 +95,7 @@ def run_pretrain(cfg: PretrainConfig, out: str | Path, resume: str | None = None
     train_loader = make_loader(cfg.data, splits.train, bs, train=True)
     val_loader = make_loader(cfg.data, splits.heldout, bs, train=False) if splits.heldout else None
 
-    module = PPKTPretrainModule.from_config(cfg, num_input_features(cfg.data))
+    module = PPKTPretrainModule.from_config(cfg, num_input_features(cfg.data.features))
     init_state = copy.deepcopy(module.state_dict())
     trainer = build_trainer(cfg, out, "val/loss" if val_loader is not None else None)
     if resume == "last":

@@ -1,0 +1,41 @@
+"""The ``ppkt demo`` configuration: pretraining, then a grid of fine-tuning / probing runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ppkt.config.finetune import FinetuneConfig
+from ppkt.config.pretrain import PretrainConfig
+from ppkt.errors import ConfigError
+
+
+@dataclass
+class DemoConfig:
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    label_fractions: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
+    probe_labels: float = 1.0
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+
+    def validate(self) -> None:
+        if not self.seeds:
+            raise ConfigError("config key 'seeds': at least one seed is needed")
+        if not self.label_fractions or not all(0 < f <= 1 for f in self.label_fractions):
+            raise ConfigError(
+                f"config key 'label_fractions': values must be in (0, 1], got {self.label_fractions}"
+            )
+
+
+#: ``ppkt demo --quick``: a few minutes on a 2-core CPU (used by the tests).
+QUICK_OVERRIDES = [
+    "pretrain.data.synth.scenes=8",
+    "pretrain.data.synth.frames_per_scene=6",
+    "pretrain.data.heldout=0.25",
+    "pretrain.trainer.max_epochs=3",
+    "pretrain.trainer.batch_size=4",
+    "pretrain.eval.retrieval_frames=8",
+    "finetune.trainer.max_steps=12",
+    "finetune.data.val=0.0",
+    "label_fractions=[0.01, 1.0]",
+    "seeds=[0, 1]",
+]

@@ -1,0 +1,84 @@
+"""The ``ppkt finetune`` configuration (semantic segmentation); ``configs/finetune.yaml`` documents it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ppkt.config.pretrain import StudentConfig, SynthConfig
+from ppkt.errors import ConfigError
+
+
+@dataclass
+class SegAugmentConfig:
+    rotate_degrees: float = 180.0
+    scale: tuple[float, float] = (0.9, 1.1)
+
+
+@dataclass
+class SegDataConfig:
+    root: str | None = None
+    layout: str = "generic"
+    cache_dir: str | None = None
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    fuse_voxel_size: float = 0.02
+    voxel_size: float = 0.05
+    frame_skip: int = 1
+    min_depth: float = 0.1
+    max_depth: float = 6.0
+    test: float = 0.2
+    val: float = 0.1
+    up_axis: Literal[0, 1, 2] = 2
+    features: list[str] = field(default_factory=lambda: ["rgb"])
+    num_workers: int = 0
+    augment: SegAugmentConfig = field(default_factory=SegAugmentConfig)
+
+    def validate(self) -> None:
+        if not (0 < self.test < 1 and 0 <= self.val < 1 and self.test + self.val < 1):
+            raise ConfigError(
+                f"config keys 'data.test'/'data.val': need 0 < test, 0 <= val, test + val < 1, "
+                f"got test={self.test}, val={self.val}"
+            )
+        if self.voxel_size <= 0 or self.fuse_voxel_size <= 0:
+            raise ConfigError("config keys 'data.voxel_size'/'data.fuse_voxel_size' must be > 0")
+
+
+@dataclass
+class SegOptimConfig:
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 2e-3
+    head_lr: float = 2e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    warmup_steps: int = 10
+    schedule: Literal["cosine", "constant"] = "cosine"
+
+
+@dataclass
+class SegTrainerConfig:
+    max_steps: int = 60
+    batch_size: int = 2
+    val_every_n_steps: int = 0
+    precision: str = "auto"
+    accelerator: str = "auto"
+    devices: int | str = 1
+    seed: int = 0
+    threads: int | None = None
+    log_every_n_steps: int = 10
+    progress_bar: bool = True
+
+
+@dataclass
+class FinetuneConfig:
+    data: SegDataConfig = field(default_factory=SegDataConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    init: str = "scratch"
+    labels: float = 1.0
+    labels_mode: Literal["scenes", "points"] = "scenes"
+    probe: bool = False
+    optim: SegOptimConfig = field(default_factory=SegOptimConfig)
+    trainer: SegTrainerConfig = field(default_factory=SegTrainerConfig)
+
+    def validate(self) -> None:
+        if not 0 < self.labels <= 1:
+            raise ConfigError(f"config key 'labels': must be in (0, 1], got {self.labels}")

@@ -1,0 +1,174 @@
+"""``ppkt finetune`` and ``ppkt evaluate``: segmentation from scratch or from a pretrained student."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from ppkt.config import FinetuneConfig, dump_config, to_dict
+from ppkt.config.finetune import SegDataConfig
+from ppkt.data.scenes import FusedScene
+from ppkt.errors import WeightsError
+from ppkt.training.data import num_input_features
+from ppkt.training.pretrain import quiet_known_warnings
+from ppkt.training.seg_data import SceneSplits, eval_loader, load_scene_splits, train_loader
+from ppkt.training.seg_module import SegmentationModule, iou_from_confusion
+
+
+@torch.no_grad()
+def evaluate_segmentation(
+    module: SegmentationModule, cfg: SegDataConfig, scenes: list[FusedScene]
+) -> dict[str, Any]:
+    """mIoU (over classes present in the ground truth), per-class IoU and overall accuracy, in percent,
+    on the original fused points (voxel predictions mapped back through the inverse map)."""
+    was_training = module.training
+    module.eval()
+    module.confusion.reset()
+    for batch in eval_loader(cfg, scenes):
+        module.update_confusion(batch.to(module.device))
+    iou, miou, acc = iou_from_confusion(module.confusion.compute().cpu())
+    module.confusion.reset()
+    module.train(was_training)
+    return {
+        "miou": float(miou) * 100,
+        "accuracy": acc * 100,
+        "per_class_iou": {
+            n: (None if math.isnan(v) else v * 100) for n, v in zip(module.class_names, iou.tolist())
+        },
+        "scenes": len(scenes),
+    }
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    lines = [f"{'class':<14} {'IoU %':>7}", "-" * 22]
+    for name, v in metrics["per_class_iou"].items():
+        lines.append(f"{name:<14} {'   n/a' if v is None else f'{v:7.2f}'}")
+    lines += [
+        "-" * 22,
+        f"{'mIoU':<14} {metrics['miou']:7.2f}",
+        f"{'accuracy':<14} {metrics['accuracy']:7.2f}",
+    ]
+    return "\n".join(lines)
+
+
+def run_finetune(
+    cfg: FinetuneConfig, out: str | Path, splits: SceneSplits | None = None, verbose: bool = True
+) -> dict[str, Any]:
+    """Fine-tune (or linear-probe) and evaluate on the test scenes; writes config, checkpoints, logs and
+    ``metrics.json`` under ``out``. ``splits`` lets callers (the demo) reuse already loaded scenes."""
+    start = time.time()
+    quiet_known_warnings()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    dump_config(cfg, out / "config.yaml")
+    if verbose:
+        print("[ppkt] resolved config:\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    if splits is None:
+        splits = load_scene_splits(cfg.data, verbose)
+    in_channels = num_input_features(cfg.data.features)
+    module = SegmentationModule(to_dict(cfg), in_channels, splits.num_classes, splits.class_names)
+    if cfg.init != "scratch":
+        module.load_backbone(cfg.init)
+    elif cfg.probe and verbose:
+        print("[ppkt] linear probe of a randomly initialised backbone")
+    t = cfg.trainer
+    loader = train_loader(
+        cfg.data,
+        splits.train,
+        steps=t.max_steps,
+        batch_size=t.batch_size,
+        label_mode=cfg.labels_mode,
+        label_fraction=cfg.labels,
+        seed=t.seed,
+    )
+    val = eval_loader(cfg.data, splits.val) if (t.val_every_n_steps > 0 and splits.val) else None
+    ckpt = ModelCheckpoint(
+        dirpath=out / "checkpoints",
+        filename="best",
+        monitor="val/miou" if val is not None else None,
+        mode="max",
+        save_last=True,
+        save_top_k=1,
+        enable_version_counter=False,
+    )
+    precision: Any = t.precision
+    if precision == "auto":
+        precision = (
+            "16-mixed"
+            if torch.cuda.is_available() and t.accelerator in ("auto", "gpu", "cuda")
+            else "32-true"
+        )
+    trainer = L.Trainer(
+        default_root_dir=out,
+        max_steps=t.max_steps,
+        max_epochs=1,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        precision=precision,
+        callbacks=[ckpt],
+        logger=[TensorBoardLogger(out, name="tensorboard"), CSVLogger(out, name="csv")],
+        log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.progress_bar,
+        val_check_interval=t.val_every_n_steps if val is not None else None,
+        num_sanity_val_steps=0,
+        enable_model_summary=verbose,
+    )
+    trainer.fit(module, loader, val)
+    metrics: dict[str, Any] = {
+        "init": "scratch" if cfg.init == "scratch" else "pretrained",
+        "mode": "probe" if cfg.probe else "finetune",
+        "labels": cfg.labels,
+        "labels_mode": cfg.labels_mode,
+        "seed": t.seed,
+        "steps": trainer.global_step,
+        "train_scenes_labelled": len(loader.dataset),  # type: ignore[arg-type]
+        "test": evaluate_segmentation(module, cfg.data, splits.test),
+    }
+    metrics["wall_time_s"] = round(time.time() - start, 1)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if verbose:
+        print(f"[ppkt] test scenes ({len(splits.test)}):\n" + format_table(metrics["test"]))
+    return metrics
+
+
+def run_evaluate(
+    ckpt_path: str | Path, data: str | None, out: str | Path, split: str = "test"
+) -> dict[str, Any]:
+    """Evaluate a ``ppkt finetune`` checkpoint on ``split`` of ``data`` (a folder, or ``synthetic`` / None
+    for the data the model was trained on)."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: checkpoint file does not exist")
+    try:
+        module = SegmentationModule.load_from_checkpoint(path, map_location="cpu")
+    except Exception as e:
+        raise WeightsError(f"{path}: not a ppkt finetune checkpoint: {e}") from e
+    cfg = module.cfg
+    if data not in (None, "synthetic"):
+        cfg.data.root = str(data)
+    splits = load_scene_splits(cfg.data)
+    scenes = {
+        "train": splits.train,
+        "val": splits.val,
+        "test": splits.test,
+        "all": splits.train + splits.val + splits.test,
+    }[split]
+    metrics = evaluate_segmentation(module, cfg.data, scenes)
+    metrics.update(checkpoint=str(path), data=str(splits.root), split=split)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(format_table(metrics))
+    return metrics

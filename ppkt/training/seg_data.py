@@ -1,0 +1,115 @@
+"""Downstream segmentation data: fused scenes split by scene, transforms, loaders with a fixed step count."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+
+from ppkt.config.finetune import SegDataConfig
+from ppkt.data.embedded import ensure_synthetic
+from ppkt.data.rgbd_folder import LAYOUTS, open_scenes
+from ppkt.data.sample import collate
+from ppkt.data.scenes import FusedScene, load_or_fuse
+from ppkt.data.splits import SceneSegmentationDataset
+from ppkt.data.transforms import Compose, RandomRotate, RandomScale, Transform, Voxelize
+from ppkt.errors import ConfigError
+
+
+@dataclass
+class SceneSplits:
+    """Fused scenes by split. ``test`` is the last ``ceil(test·n)`` scenes in natural order — the same
+    scenes ``ppkt pretrain`` holds out with ``data.heldout`` equal to ``test`` — ``val`` the ones before."""
+
+    root: Path
+    train: list[FusedScene]
+    val: list[FusedScene]
+    test: list[FusedScene]
+
+    @property
+    def num_classes(self) -> int:
+        return max(s.num_classes for s in self.train + self.val + self.test) - 1
+
+    @property
+    def class_names(self) -> list[str]:
+        names = self.train[0].class_names
+        if names is None:
+            return [f"class_{i + 1}" for i in range(self.num_classes)]
+        return list(names[1 : self.num_classes + 1])
+
+
+def load_scene_splits(cfg: SegDataConfig, verbose: bool = True) -> SceneSplits:
+    if cfg.layout not in LAYOUTS:
+        raise ConfigError(f"config key 'data.layout': {cfg.layout!r} is not one of {sorted(LAYOUTS)}")
+    root = ensure_synthetic(cfg.synth, cfg.cache_dir, verbose=verbose) if cfg.root is None else Path(cfg.root)
+    folders = open_scenes(root, cfg.layout)
+    scenes = [
+        load_or_fuse(
+            f,
+            voxel_size=cfg.fuse_voxel_size,
+            frame_skip=cfg.frame_skip,
+            min_depth=cfg.min_depth,
+            max_depth=cfg.max_depth,
+            cache_dir=cfg.cache_dir,
+        )
+        for f in folders
+    ]
+    n = len(scenes)
+    n_test = math.ceil(cfg.test * n)
+    n_val = math.ceil(cfg.val * n) if cfg.val > 0 else 0
+    if n - n_test - n_val < 1:
+        raise ConfigError(
+            f"{root}: {n} scene(s) cannot be split into train/val/test ({cfg.val=}, {cfg.test=})"
+        )
+    return SceneSplits(
+        root, scenes[: n - n_test - n_val], scenes[n - n_test - n_val : n - n_test], scenes[n - n_test :]
+    )
+
+
+def seg_transform(cfg: SegDataConfig, train: bool) -> Compose:
+    steps: list[Transform] = []
+    if train and cfg.augment.rotate_degrees > 0:
+        steps.append(RandomRotate(cfg.up_axis, cfg.augment.rotate_degrees))
+    if train and cfg.augment.scale != (1.0, 1.0):
+        steps.append(RandomScale(*cfg.augment.scale))
+    steps.append(Voxelize(cfg.voxel_size, cfg.features, cfg.up_axis))
+    return Compose(steps)
+
+
+def train_loader(
+    cfg: SegDataConfig,
+    scenes: list[FusedScene],
+    *,
+    steps: int,
+    batch_size: int,
+    label_mode: str,
+    label_fraction: float,
+    seed: int,
+) -> DataLoader:
+    """Exactly ``steps`` batches, drawn with replacement: the schedule is identical whatever the label
+    fraction (1 labelled scene or all of them)."""
+    ds = SceneSegmentationDataset(
+        scenes,
+        seg_transform(cfg, train=True),
+        label_mode=label_mode,
+        label_fraction=label_fraction,
+        seed=seed,
+    )
+    g = torch.Generator().manual_seed(seed)
+    sampler = RandomSampler(ds, replacement=True, num_samples=steps * batch_size, generator=g)
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        collate_fn=collate,
+        persistent_workers=cfg.num_workers > 0,
+    )
+
+
+def eval_loader(cfg: SegDataConfig, scenes: list[FusedScene]) -> DataLoader:
+    ds = SceneSegmentationDataset(scenes, seg_transform(cfg, train=False))
+    return DataLoader(ds, batch_size=1, shuffle=False, num_workers=0, collate_fn=collate)

@@ -1,0 +1,140 @@
+"""Semantic segmentation with the pretraining student + a new linear head (fine-tuning or linear probing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from ppkt.config import FinetuneConfig, from_dict
+from ppkt.data.sample import Batch
+from ppkt.data.splits import voxel_labels
+from ppkt.errors import WeightsError
+from ppkt.models.heads import SegmentationHead
+from ppkt.models.student import build_student
+from ppkt.sparse import SparseTensor
+from ppkt.training.optim import build_optimizer, warmup_cosine
+
+IGNORE = -1
+
+
+def iou_from_confusion(cm: Tensor) -> tuple[Tensor, Tensor, float]:
+    """Per-class IoU (NaN for classes absent from ground truth), mIoU over present classes, accuracy."""
+    cm = cm.double()
+    tp = cm.diag()
+    gt, pred = cm.sum(1), cm.sum(0)
+    iou = tp / (gt + pred - tp).clamp(min=1)
+    iou[gt == 0] = float("nan")
+    present = ~torch.isnan(iou)
+    miou = iou[present].mean() if present.any() else torch.tensor(float("nan"))
+    acc = float(tp.sum() / cm.sum().clamp(min=1))
+    return iou, miou, acc
+
+
+def load_pretrained_student(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The ``student.*`` weights and the config of a ``ppkt pretrain`` checkpoint."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: checkpoint file does not exist") from None
+    except Exception as e:  # corrupt, truncated or not a checkpoint
+        raise WeightsError(f"{path}: cannot read checkpoint: {e}") from e
+    sd = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(sd, dict):
+        raise WeightsError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    student = {k[len("student.") :]: v for k, v in sd.items() if k.startswith("student.")}
+    if not student:
+        raise WeightsError(
+            f"{path}: checkpoint holds no 'student.*' weights (not a ppkt pretrain checkpoint?)"
+        )
+    hp = ckpt.get("hyper_parameters", {})
+    return student, hp
+
+
+class SegmentationModule(L.LightningModule):
+    """Student (optionally pretrained, optionally frozen) + linear head, cross-entropy on voxels."""
+
+    def __init__(
+        self, config: dict[str, Any], in_channels: int, num_classes: int, class_names: list[str]
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.cfg = from_dict(FinetuneConfig, config)
+        self.class_names = class_names
+        self.num_classes = num_classes
+        self.student = build_student(self.cfg.student.name, in_channels)
+        self.head = SegmentationHead(self.student.out_channels, num_classes)
+        self.confusion = MulticlassConfusionMatrix(num_classes, ignore_index=IGNORE)
+        if self.cfg.probe:
+            self.student.requires_grad_(False)
+
+    def load_backbone(self, path: str | Path) -> None:
+        weights, hp = load_pretrained_student(path)
+        pre = hp.get("config", {}).get("student", {}).get("name")
+        if pre is not None and pre != self.cfg.student.name:
+            raise WeightsError(
+                f"{path}: pretrained student is {pre!r} but student.name={self.cfg.student.name!r}"
+            )
+        try:
+            self.student.load_state_dict(weights, strict=True)
+        except RuntimeError as e:
+            raise WeightsError(f"{path}: student weights do not fit this model: {e}") from e
+
+    def train(self, mode: bool = True) -> SegmentationModule:
+        super().train(mode)
+        if self.cfg.probe:
+            self.student.eval()  # linear probing: frozen features, BN statistics included
+        return self
+
+    def forward(self, batch: Batch) -> Tensor:
+        """Voxel logits ``[M, num_classes]``."""
+        x = SparseTensor(batch.feats, batch.coords)
+        if self.cfg.probe:
+            with torch.no_grad():
+                feats = self.student(x)
+        else:
+            feats = self.student(x)
+        return self.head(feats)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        assert batch.labels is not None
+        target = voxel_labels(batch.inverse, batch.labels, batch.coords.shape[0], self.num_classes, IGNORE)
+        if not (target != IGNORE).any():
+            return None
+        loss = F.cross_entropy(self(batch), target, ignore_index=IGNORE)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch.batch_size)
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self.update_confusion(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        _, miou, acc = iou_from_confusion(self.confusion.compute())
+        self.confusion.reset()
+        self.log("val/miou", float(miou) * 100)
+        self.log("val/accuracy", acc * 100)
+
+    def update_confusion(self, batch: Batch) -> None:
+        """Predict voxels, map them back to the original points (inverse map), accumulate."""
+        assert batch.labels is not None
+        point_pred = self(batch).argmax(dim=1)[batch.inverse]
+        self.confusion.update(point_pred, batch.labels)
+
+    def configure_optimizers(self) -> Any:
+        o = self.cfg.optim
+        groups = [{"params": list(self.head.parameters()), "lr": o.head_lr}]
+        if not self.cfg.probe:
+            groups.append({"params": list(self.student.parameters()), "lr": o.lr})
+        opt = build_optimizer(o.name, groups, o.lr, o.weight_decay, o.momentum)
+        factor = warmup_cosine(int(self.trainer.estimated_stepping_batches), o.warmup_steps, o.schedule)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        return batch.to(device) if isinstance(batch, Batch) else batch

@@ -1,0 +1,177 @@
+"""Downstream segmentation: metrics, pretrained-backbone loading, probing, fine-tune/evaluate CLIs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from ppkt.cli.main import main
+from ppkt.errors import WeightsError
+from ppkt.training.report import gains, summarize
+from ppkt.training.seg_module import iou_from_confusion, load_pretrained_student
+
+from .conftest import TINY_PRETRAIN
+
+TINY_FINETUNE = [
+    "data.voxel_size=0.1",
+    "data.fuse_voxel_size=0.05",
+    "data.test=0.3",
+    "data.val=0.0",
+    "trainer.max_steps=3",
+    "trainer.batch_size=2",
+    "trainer.progress_bar=false",
+    "trainer.threads=2",
+    "trainer.log_every_n_steps=1",
+]
+
+
+def test_iou_from_confusion_hand_case() -> None:
+    cm = torch.tensor([[3, 1, 0], [1, 1, 0], [0, 0, 0]])  # class 2 absent from ground truth
+    iou, miou, acc = iou_from_confusion(cm)
+    assert iou[0].item() == pytest.approx(3 / 5) and iou[1].item() == pytest.approx(1 / 3)
+    assert math.isnan(iou[2].item())
+    assert miou.item() == pytest.approx((3 / 5 + 1 / 3) / 2)
+    assert acc == pytest.approx(4 / 6)
+
+
+def test_summary_and_gain_standard_error() -> None:
+    def run(init: str, seed: int, miou: float) -> dict:
+        return {
+            "init": init,
+            "mode": "finetune",
+            "labels": 0.1,
+            "train_scenes_labelled": 2,
+            "seed": seed,
+            "test": {"miou": miou},
+        }
+
+    rows = summarize(
+        [
+            run("scratch", 0, 10.0),
+            run("scratch", 1, 12.0),
+            run("pretrained", 0, 20.0),
+            run("pretrained", 1, 24.0),
+        ]
+    )
+    by = {r["init"]: r for r in rows}
+    assert by["scratch"]["miou_mean"] == 11.0 and by["scratch"]["miou_std"] == pytest.approx(math.sqrt(2))
+    (g,) = gains(rows)
+    assert g["gain"] == 11.0 and g["se"] == pytest.approx(math.sqrt(2 / 2 + 8 / 2))
+    assert g["significant"]
+
+
+def test_pretrained_checkpoint_errors(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="does not exist"):
+        load_pretrained_student(tmp_path / "nope.ckpt")
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(WeightsError, match="bad.ckpt"):
+        load_pretrained_student(bad)
+    torch.save({"state_dict": {"head.weight": torch.zeros(1)}}, tmp_path / "other.ckpt")
+    with pytest.raises(WeightsError, match="no 'student"):
+        load_pretrained_student(tmp_path / "other.ckpt")
+
+
+@pytest.fixture(scope="module")
+def pretrained_ckpt(tiny_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pre") / "run"
+    assert main(["pretrain", "--out", str(out), f"data.root={tiny_synth}", *TINY_PRETRAIN]) == 0
+    return out / "checkpoints" / "last.ckpt"
+
+
+def test_finetune_from_pretrained_then_evaluate(
+    tiny_synth: Path, pretrained_ckpt: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "ft"
+    args = [
+        "finetune",
+        "--out",
+        str(out),
+        "--init",
+        str(pretrained_ckpt),
+        "--labels",
+        "0.5",
+        "--seed",
+        "1",
+        f"data.root={tiny_synth}",
+        *TINY_FINETUNE,
+    ]
+    assert main(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["init"] == "pretrained" and m["mode"] == "finetune" and m["steps"] == 3
+    assert m["train_scenes_labelled"] == 1  # ceil(0.5 · 2 training scenes)
+    assert 0 <= m["test"]["miou"] <= 100 and m["test"]["scenes"] == 1
+    # the fine-tuned student started from the pretrained weights (and then moved)
+    pre = torch.load(pretrained_ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    ft = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    key = next(k for k in ft if k.startswith("student.") and k.endswith("weight") and ft[k].dim() == 5)
+    assert not torch.equal(ft[key], pre[key])
+    assert torch.allclose(ft[key], pre[key], atol=0.05)
+    # ppkt evaluate reproduces the test mIoU on the original points
+    ev = tmp_path / "ev"
+    assert main(["evaluate", "--ckpt", str(out / "checkpoints" / "last.ckpt"), "--out", str(ev)]) == 0
+    e = json.loads((ev / "metrics.json").read_text())
+    assert e["miou"] == pytest.approx(m["test"]["miou"], abs=1e-6)
+    assert set(e["per_class_iou"]) == set(m["test"]["per_class_iou"])
+
+
+def test_probe_freezes_the_backbone(tiny_synth: Path, pretrained_ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "probe"
+    assert (
+        main(
+            [
+                "finetune",
+                "--out",
+                str(out),
+                "--init",
+                str(pretrained_ckpt),
+                "--probe",
+                f"data.root={tiny_synth}",
+                *TINY_FINETUNE,
+            ]
+        )
+        == 0
+    )
+    pre = torch.load(pretrained_ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    ft = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    for k, v in ft.items():
+        if k.startswith("student."):
+            assert torch.equal(v, pre[k]), k  # weights and BN statistics untouched
+    assert json.loads((out / "metrics.json").read_text())["mode"] == "probe"
+
+
+def test_finetune_rejects_a_mismatched_student(
+    tiny_synth: Path, pretrained_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "finetune",
+            "--out",
+            str(tmp_path / "x"),
+            "--init",
+            str(pretrained_ckpt),
+            "student.name=res16unet34c",
+            f"data.root={tiny_synth}",
+            *TINY_FINETUNE,
+        ]
+    )
+    assert code == 2 and "res16unet34c" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_quick(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), f"pretrain.data.cache_dir={tmp_path / 'cache'}"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    cells = {(r["init"], r["mode"], r["labels"]) for r in m["results"]}
+    assert cells == {(i, "finetune", f) for i in ("scratch", "pretrained") for f in (0.01, 1.0)} | {
+        (i, "probe", 1.0) for i in ("scratch", "pretrained")
+    }
+    assert all(r["seeds"] == 2 and 0 <= r["miou_mean"] <= 100 for r in m["results"])
+    assert (out / "report.png").stat().st_size > 10_000
+    report = (out / "report.md").read_text()
+    assert "| mode | labels" in report and "s.e." in report
