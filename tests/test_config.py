@@ -88,3 +88,7 @@ def test_finetune_default_file_documents_exactly_the_defaults() -> None:
     for line in path.read_text().splitlines():
         if ":" in line and not line.strip().startswith("#") and not line.rstrip().endswith(":"):
             assert "#" in line, f"undocumented key: {line}"
+
+
+def test_readme_shows_the_finetune_config_verbatim() -> None:
+    assert (REPO / "configs" / "finetune.yaml").read_text() in (REPO / "README.md").read_text()
