@@ -46,8 +46,8 @@ class SegDataConfig:
 @dataclass
 class SegOptimConfig:
     name: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 2e-3
-    head_lr: float = 2e-3
+    lr: float = 1e-3
+    head_lr: float = 1e-2
     weight_decay: float = 1e-4
     momentum: float = 0.9
     warmup_steps: int = 10
@@ -56,7 +56,7 @@ class SegOptimConfig:
 
 @dataclass
 class SegTrainerConfig:
-    max_steps: int = 60
+    max_steps: int = 40
     batch_size: int = 2
     val_every_n_steps: int = 0
     precision: str = "auto"

@@ -10,8 +10,8 @@ from ppkt.errors import ConfigError
 
 @dataclass
 class SynthConfig:
-    scenes: int = 24
-    frames_per_scene: int = 16
+    scenes: int = 40
+    frames_per_scene: int = 10
     seed: int = 0
     image_size: tuple[int, int] = (240, 320)
 
@@ -56,7 +56,7 @@ class DataConfig:
 class TeacherConfig:
     name: str = "efficientnet_lite0"
     weights: str | None = None
-    layers: list[str] | None = None
+    layers: list[str] | None = field(default_factory=lambda: ["stage2", "stage3", "stage5", "stage7"])
     cache: bool = False
 
 
@@ -91,7 +91,7 @@ class OptimConfig:
 
 @dataclass
 class TrainerConfig:
-    max_epochs: int = 6
+    max_epochs: int = 8
     max_steps: int = -1
     batch_size: int = 8
     precision: str = "auto"

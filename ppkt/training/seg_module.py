@@ -96,6 +96,8 @@ class SegmentationModule(L.LightningModule):
         """Voxel logits ``[M, num_classes]``."""
         x = SparseTensor(batch.feats, batch.coords)
         if self.cfg.probe:
+            # re-asserted every step: Lightning restores train mode per submodule, bypassing train()
+            self.student.eval()
             with torch.no_grad():
                 feats = self.student(x)
         else:
