@@ -69,7 +69,7 @@ def test_pretrained_checkpoint_errors(tmp_path: Path) -> None:
         load_pretrained_student(tmp_path / "nope.ckpt")
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"garbage")
-    with pytest.raises(WeightsError, match="bad.ckpt"):
+    with pytest.raises(WeightsError, match=r"bad\.ckpt"):
         load_pretrained_student(bad)
     torch.save({"state_dict": {"head.weight": torch.zeros(1)}}, tmp_path / "other.ckpt")
     with pytest.raises(WeightsError, match="no 'student"):
