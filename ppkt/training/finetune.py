@@ -11,15 +11,13 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from ppkt.config import FinetuneConfig, dump_config, to_dict
 from ppkt.config.finetune import SegDataConfig
 from ppkt.data.scenes import FusedScene
 from ppkt.errors import WeightsError
+from ppkt.training.common import checkpoint_callback, quiet_known_warnings, resolve_precision, run_loggers
 from ppkt.training.data import num_input_features
-from ppkt.training.pretrain import quiet_known_warnings
 from ppkt.training.seg_data import SceneSplits, eval_loader, load_scene_splits, train_loader
 from ppkt.training.seg_module import SegmentationModule, iou_from_confusion
 
@@ -94,31 +92,15 @@ def run_finetune(
         seed=t.seed,
     )
     val = eval_loader(cfg.data, splits.val) if (t.val_every_n_steps > 0 and splits.val) else None
-    ckpt = ModelCheckpoint(
-        dirpath=out / "checkpoints",
-        filename="best",
-        monitor="val/miou" if val is not None else None,
-        mode="max",
-        save_last=True,
-        save_top_k=1,
-        enable_version_counter=False,
-    )
-    precision: Any = t.precision
-    if precision == "auto":
-        precision = (
-            "16-mixed"
-            if torch.cuda.is_available() and t.accelerator in ("auto", "gpu", "cuda")
-            else "32-true"
-        )
     trainer = L.Trainer(
         default_root_dir=out,
         max_steps=t.max_steps,
         max_epochs=1,
         accelerator=t.accelerator,
         devices=t.devices,
-        precision=precision,
-        callbacks=[ckpt],
-        logger=[TensorBoardLogger(out, name="tensorboard"), CSVLogger(out, name="csv")],
+        precision=resolve_precision(t.precision, t.accelerator),
+        callbacks=[checkpoint_callback(out, "val/miou" if val is not None else None, "max")],
+        logger=run_loggers(out),
         log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=t.progress_bar,
         val_check_interval=t.val_every_n_steps if val is not None else None,

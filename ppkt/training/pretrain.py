@@ -6,17 +6,15 @@ import copy
 import json
 import math
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from ppkt.config import PretrainConfig, dump_config, to_dict
+from ppkt.training.common import checkpoint_callback, quiet_known_warnings, resolve_precision, run_loggers
 from ppkt.training.data import frame_splits, make_loader, num_input_features
 from ppkt.training.pretrain_module import PPKTPretrainModule
 from ppkt.training.retrieval import retrieval_top1
@@ -32,22 +30,6 @@ def mean_head_tail(values: list[float], fraction: float = 0.1) -> tuple[float, f
 
 def build_trainer(cfg: PretrainConfig, out: Path, monitor: str | None) -> L.Trainer:
     t = cfg.trainer
-    ckpt = ModelCheckpoint(
-        dirpath=out / "checkpoints",
-        filename="best",
-        monitor=monitor,
-        mode="min",
-        save_last=True,
-        save_top_k=1,
-        enable_version_counter=False,
-    )
-    precision: Any = t.precision
-    if precision == "auto":
-        precision = (
-            "16-mixed"
-            if torch.cuda.is_available() and t.accelerator in ("auto", "gpu", "cuda")
-            else "32-true"
-        )
     return L.Trainer(
         default_root_dir=out,
         max_epochs=t.max_epochs,
@@ -56,25 +38,14 @@ def build_trainer(cfg: PretrainConfig, out: Path, monitor: str | None) -> L.Trai
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=t.strategy,
-        precision=precision,
-        callbacks=[ckpt],
-        logger=[
-            TensorBoardLogger(out, name="tensorboard", version=""),
-            CSVLogger(out, name="csv", version=""),
-        ],
+        precision=resolve_precision(t.precision, t.accelerator),
+        callbacks=[checkpoint_callback(out, monitor, "min")],
+        logger=run_loggers(out),
         log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=t.progress_bar,
         num_sanity_val_steps=0,
         deterministic=False,
     )
-
-
-def quiet_known_warnings() -> None:
-    """Silence Lightning warnings that are expected here: the frozen teacher is in eval mode on purpose."""
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    warnings.filterwarnings("ignore", message=r".*litlogger")
-    warnings.filterwarnings("ignore", message=r"You defined a `validation_step` but have no `val_dataloader`")
 
 
 def run_pretrain(cfg: PretrainConfig, out: str | Path, resume: str | None = None) -> dict[str, Any]:

@@ -1,0 +1,45 @@
+"""Pieces shared by every Lightning run: precision, checkpointing, loggers, expected warnings."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+
+
+def resolve_precision(precision: str, accelerator: str) -> Any:
+    """``auto`` → ``16-mixed`` on CUDA, ``32-true`` elsewhere; any other value passes through."""
+    if precision != "auto":
+        return precision
+    on_cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+    return "16-mixed" if on_cuda else "32-true"
+
+
+def checkpoint_callback(out: Path, monitor: str | None, mode: str) -> ModelCheckpoint:
+    """``<out>/checkpoints/last.ckpt`` always; ``best.ckpt`` by ``monitor`` (the last one when ``None``)."""
+    return ModelCheckpoint(
+        dirpath=out / "checkpoints",
+        filename="best",
+        monitor=monitor,
+        mode=mode,
+        save_last=True,
+        save_top_k=1,
+        enable_version_counter=False,
+    )
+
+
+def run_loggers(out: Path) -> list[Logger]:
+    """TensorBoard and CSV, in versioned sub-folders: a resumed run never overwrites earlier logs."""
+    return [TensorBoardLogger(out, name="tensorboard"), CSVLogger(out, name="csv")]
+
+
+def quiet_known_warnings() -> None:
+    """Silence Lightning warnings that are expected here (the frozen teacher is in eval mode on purpose)."""
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    warnings.filterwarnings("ignore", message=r".*litlogger")
+    warnings.filterwarnings("ignore", message=r"You defined a `validation_step` but have no `val_dataloader`")
