@@ -6,9 +6,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+
+from ppkt.config import dump_config, to_dict
 
 
 def resolve_precision(precision: str, accelerator: str) -> Any:
@@ -43,3 +47,17 @@ def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r".*litlogger")
     warnings.filterwarnings("ignore", message=r"You defined a `validation_step` but have no `val_dataloader`")
+
+
+def start_run(cfg: Any, out: str | Path, seed: int, threads: int | None, verbose: bool = True) -> Path:
+    """Create the run directory, set threads and seeds, write (and print) the resolved config."""
+    quiet_known_warnings()
+    run_dir = Path(out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if threads:
+        torch.set_num_threads(threads)
+    L.seed_everything(seed, workers=True, verbose=False)
+    dump_config(cfg, run_dir / "config.yaml")
+    if verbose:
+        print("[ppkt] resolved config:\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return run_dir

@@ -10,13 +10,12 @@ from typing import Any
 
 import lightning as L
 import torch
-import yaml
 
-from ppkt.config import FinetuneConfig, dump_config, to_dict
+from ppkt.config import FinetuneConfig, to_dict
 from ppkt.config.finetune import SegDataConfig
 from ppkt.data.scenes import FusedScene
 from ppkt.errors import WeightsError
-from ppkt.training.common import checkpoint_callback, quiet_known_warnings, resolve_precision, run_loggers
+from ppkt.training.common import checkpoint_callback, resolve_precision, run_loggers, start_run
 from ppkt.training.data import num_input_features
 from ppkt.training.seg_data import SceneSplits, eval_loader, load_scene_splits, train_loader
 from ppkt.training.seg_module import SegmentationModule, iou_from_confusion
@@ -64,15 +63,7 @@ def run_finetune(
     """Fine-tune (or linear-probe) and evaluate on the test scenes; writes config, checkpoints, logs and
     ``metrics.json`` under ``out``. ``splits`` lets callers (the demo) reuse already loaded scenes."""
     start = time.time()
-    quiet_known_warnings()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.trainer.threads:
-        torch.set_num_threads(cfg.trainer.threads)
-    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    dump_config(cfg, out / "config.yaml")
-    if verbose:
-        print("[ppkt] resolved config:\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    out = start_run(cfg, out, cfg.trainer.seed, cfg.trainer.threads, verbose)
     if splits is None:
         splits = load_scene_splits(cfg.data, verbose)
     in_channels = num_input_features(cfg.data.features)

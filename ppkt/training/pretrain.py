@@ -10,11 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
-import yaml
 
-from ppkt.config import PretrainConfig, dump_config, to_dict
-from ppkt.training.common import checkpoint_callback, quiet_known_warnings, resolve_precision, run_loggers
+from ppkt.config import PretrainConfig
+from ppkt.training.common import checkpoint_callback, resolve_precision, run_loggers, start_run
 from ppkt.training.data import frame_splits, make_loader, num_input_features
 from ppkt.training.pretrain_module import PPKTPretrainModule
 from ppkt.training.retrieval import retrieval_top1
@@ -51,14 +49,7 @@ def build_trainer(cfg: PretrainConfig, out: Path, monitor: str | None) -> L.Trai
 def run_pretrain(cfg: PretrainConfig, out: str | Path, resume: str | None = None) -> dict[str, Any]:
     """Pretrain and write ``config.yaml``, checkpoints, logs and ``metrics.json`` under ``out``."""
     start = time.time()
-    quiet_known_warnings()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.trainer.threads:
-        torch.set_num_threads(cfg.trainer.threads)
-    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    dump_config(cfg, out / "config.yaml")
-    print("[ppkt] resolved config:\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    out = start_run(cfg, out, cfg.trainer.seed, cfg.trainer.threads)
 
     splits = frame_splits(cfg.data)
     print(f"[ppkt] data {splits.root}: {len(splits.train)} training frames, {len(splits.heldout)} held out")
