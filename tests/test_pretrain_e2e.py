@@ -100,9 +100,9 @@ def test_cli_rejects_unknown_keys_and_bad_files(
 def test_embedded_dataset_is_rendered_once_then_reused(tmp_path: Path) -> None:
     cfg = SynthConfig(scenes=1, frames_per_scene=2, seed=3, image_size=(30, 40))
     first = ensure_synthetic(cfg, str(tmp_path), verbose=False)
-    stamp = (first / ".complete").stat().st_mtime_ns
+    stamp = (first / "dataset.json").stat().st_mtime_ns
     again = ensure_synthetic(cfg, str(tmp_path), verbose=False)
-    assert again == first and (again / ".complete").stat().st_mtime_ns == stamp
+    assert again == first and (again / "dataset.json").stat().st_mtime_ns == stamp
     other = ensure_synthetic(
         SynthConfig(scenes=1, frames_per_scene=2, seed=4, image_size=(30, 40)), str(tmp_path), verbose=False
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
+from ppkt.config.finetune import SegDataConfig
 from ppkt.config.pretrain import DataConfig
 from ppkt.data.datasets import FrameDataset, FrameRef, collate_skip, split_frames
 from ppkt.data.embedded import ensure_synthetic
@@ -46,8 +47,11 @@ def num_input_features(features: list[str]) -> int:
     return Voxelize(1.0, features).num_features
 
 
-def data_root(cfg: DataConfig, verbose: bool = True) -> Path:
-    """``data.root``, or the embedded synthetic dataset (rendered into the cache on first use)."""
+def data_root(cfg: DataConfig | SegDataConfig, verbose: bool = True) -> Path:
+    """``data.root``, or the embedded synthetic dataset (rendered into the cache on first use); checks
+    ``data.layout``."""
+    if cfg.layout not in LAYOUTS:
+        raise ConfigError(f"config key 'data.layout': {cfg.layout!r} is not one of {sorted(LAYOUTS)}")
     if cfg.root is None:
         return ensure_synthetic(cfg.synth, cfg.cache_dir, verbose=verbose)
     return Path(cfg.root).expanduser()
@@ -61,8 +65,6 @@ class FrameSplits:
 
 
 def frame_splits(cfg: DataConfig, verbose: bool = True) -> FrameSplits:
-    if cfg.layout not in LAYOUTS:
-        raise ConfigError(f"config key 'data.layout': {cfg.layout!r} is not one of {sorted(LAYOUTS)}")
     root = data_root(cfg, verbose)
     folders = open_scenes(root, cfg.layout)
     train, held = split_frames(folders, cfg.heldout, cfg.heldout_mode, cfg.frame_skip)

@@ -10,13 +10,13 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from ppkt.config.finetune import SegDataConfig
-from ppkt.data.embedded import ensure_synthetic
-from ppkt.data.rgbd_folder import LAYOUTS, open_scenes
+from ppkt.data.rgbd_folder import open_scenes
 from ppkt.data.sample import collate
 from ppkt.data.scenes import FusedScene, load_or_fuse
 from ppkt.data.splits import SceneSegmentationDataset
 from ppkt.data.transforms import Compose, RandomRotate, RandomScale, Transform, Voxelize
 from ppkt.errors import ConfigError
+from ppkt.training.data import data_root
 
 
 @dataclass
@@ -42,9 +42,7 @@ class SceneSplits:
 
 
 def load_scene_splits(cfg: SegDataConfig, verbose: bool = True) -> SceneSplits:
-    if cfg.layout not in LAYOUTS:
-        raise ConfigError(f"config key 'data.layout': {cfg.layout!r} is not one of {sorted(LAYOUTS)}")
-    root = ensure_synthetic(cfg.synth, cfg.cache_dir, verbose=verbose) if cfg.root is None else Path(cfg.root)
+    root = data_root(cfg, verbose)
     folders = open_scenes(root, cfg.layout)
     scenes = [
         load_or_fuse(
