@@ -11,6 +11,7 @@ from ppkt.sparse import (
     BATCH_MAX,
     COORD_MAX,
     COORD_MIN,
+    KernelMapCache,
     SparseConv3d,
     SparseInverseConv3d,
     SparseTensor,
@@ -266,6 +267,22 @@ def test_negative_coordinates_use_floor_semantics() -> None:
     assert torch.equal(cb.coords, ca.coords + shift // 2)
     torch.testing.assert_close(ca.feats, cb.feats, rtol=RTOL, atol=ATOL)
     torch.testing.assert_close(up(ca).feats, up(cb).feats, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_cell_down_map_equals_general_map(k: int) -> None:
+    """The one-pass ``kernel == stride`` map (shifts for powers of two) equals the per-offset search."""
+    coords, _ = random_sparse(2, seed=k)
+    coords = coords + torch.tensor([0, -7, -5, -9], dtype=torch.int32)  # negative coordinates too
+    c = coords.to(torch.int64)
+    fast, fast_level = KernelMapCache._build_down_cells(c, k)
+    slow, slow_level = KernelMapCache._build_down_general(c, k, k, 0)
+    assert torch.equal(fast_level.coords, slow_level.coords)
+    assert fast.n_out == slow.n_out and fast.n_in == slow.n_in
+    for f in range(k**3):
+        # same pairs per offset (the general path lists them in input order too)
+        assert torch.equal(fast.in_idx[f], slow.in_idx[f]), f
+        assert torch.equal(fast.out_idx[f], slow.out_idx[f]), f
 
 
 def test_autocast_bfloat16_on_cpu() -> None:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from torch.utils.data import Dataset
 
 from ppkt.data.frames import frame_to_sample
-from ppkt.data.rgbd_folder import RGBDFolder
 from ppkt.data.sample import Batch, Sample, collate
+from ppkt.data.sources import FrameSource
 from ppkt.errors import ConfigError, DataError
 
 
@@ -19,7 +19,7 @@ from ppkt.errors import ConfigError, DataError
 class FrameRef:
     """One frame: a scene folder and the frame's position in it."""
 
-    folder: RGBDFolder
+    folder: FrameSource
     index: int
 
     @property
@@ -28,7 +28,7 @@ class FrameRef:
 
 
 def split_frames(
-    folders: Sequence[RGBDFolder], heldout: float, mode: str = "auto", frame_skip: int = 1
+    folders: Sequence[FrameSource], heldout: float, mode: str = "auto", frame_skip: int = 1
 ) -> tuple[list[FrameRef], list[FrameRef]]:
     """Split frames into (train, held-out).
 

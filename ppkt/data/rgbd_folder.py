@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -277,6 +277,16 @@ class RGBDFolder:
             if candidate.is_file():
                 return candidate
         return candidates[0]
+
+    def frame_files(self, name: str) -> list[Path]:
+        """The files frame ``name`` is read from (colour, depth, pose and, when the layout has one, label)."""
+        lay = self.layout
+        paths = [self.color_path(name), self.path(lay.depth, name), self.path(lay.pose, name)]
+        return paths + [self.path(p, name) for p in (lay.label,) if p is not None]
+
+    def describe(self) -> dict[str, object]:
+        """The layout as a JSON-compatible dict (part of cache recipes)."""
+        return {"reader": "folder", **asdict(self.layout)}
 
     def index(self, name: str) -> int:
         """Position of frame ``name`` in :attr:`frames`."""

@@ -1,6 +1,6 @@
 """Scene-level semantic segmentation data: RGB-D frames fused into one labelled point cloud per scene.
 
-* :func:`fuse_scene` back-projects every ``frame_skip``-th frame of an :class:`RGBDFolder` into world
+* :func:`fuse_scene` back-projects every ``frame_skip``-th frame of an :class:`FrameSource` into world
   coordinates and voxel-downsamples the union into a :class:`FusedScene`: per voxel ``xyz [N, 3]`` float32
   (mean of its points), ``rgb [N, 3]`` float32 in ``[0, 1]`` (mean colour) and ``label [N]`` int64, the
   **majority vote** of the class ids of its labelled pixels (class 0 = unlabelled never votes; a voxel
@@ -23,7 +23,7 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from ppkt.data.embedded import cache_root
-from ppkt.data.rgbd_folder import FolderLayout, RGBDFolder, open_scenes
+from ppkt.data.sources import FrameSource, open_scenes
 from ppkt.data.splits import SceneSegmentationDataset, voxel_labels
 from ppkt.errors import ConfigError, DataError
 from ppkt.geometry import backproject_depth, pack_keys
@@ -83,7 +83,7 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
 
-def dataset_info(folder: RGBDFolder) -> dict[str, Any] | None:
+def dataset_info(folder: FrameSource) -> dict[str, Any] | None:
     """The ``dataset.json`` of a scene's dataset (in the scene folder or its parent), or ``None``."""
     from ppkt.data.synth.writer import read_dataset_info
 
@@ -93,21 +93,17 @@ def dataset_info(folder: RGBDFolder) -> dict[str, Any] | None:
     return None
 
 
-def _used_frames(folder: RGBDFolder, frame_skip: int) -> list[int]:
+def _used_frames(folder: FrameSource, frame_skip: int) -> list[int]:
     if frame_skip < 1:
         raise ConfigError(f"frame_skip must be >= 1, got {frame_skip}")
     return list(range(0, len(folder), frame_skip))
 
 
-def _fingerprint(folder: RGBDFolder, frames: Sequence[int]) -> str:
+def _fingerprint(folder: FrameSource, frames: Sequence[int]) -> str:
     """A hash of the size and modification time of every file the fused frames read."""
-    lay = folder.layout
     h = hashlib.sha1()
     for i in frames:
-        name = folder.frames[i]
-        paths = [folder.color_path(name), folder.path(lay.depth, name), folder.path(lay.pose, name)]
-        paths += [folder.path(p, name) for p in (lay.label,) if p is not None]
-        for path in paths:
+        for path in folder.frame_files(folder.frames[i]):
             st = path.stat() if path.is_file() else None
             h.update(f"{path.name}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1};".encode())
     return h.hexdigest()
@@ -123,7 +119,7 @@ def _check_params(voxel_size: float, min_depth: float, max_depth: float) -> None
 
 
 def fusion_recipe(
-    folder: RGBDFolder,
+    folder: FrameSource,
     *,
     voxel_size: float,
     frame_skip: int = 1,
@@ -138,7 +134,7 @@ def fusion_recipe(
     recipe = {
         "version": FUSION_VERSION,
         "source": str(folder.root.resolve()),
-        "layout": asdict(folder.layout),
+        "layout": folder.describe(),
         "voxel_size": float(voxel_size),
         "frame_skip": int(frame_skip),
         "min_depth": float(min_depth),
@@ -213,7 +209,7 @@ def _class_names(info: dict[str, Any] | None) -> tuple[str, ...] | None:
 
 
 def fuse_scene(
-    folder: RGBDFolder,
+    folder: FrameSource,
     *,
     voxel_size: float,
     frame_skip: int = 1,
@@ -271,7 +267,7 @@ def fuse_scene(
     return FusedScene(folder.scene, xyz.numpy(), rgb.numpy(), label.numpy(), num_classes, names)
 
 
-def _cache_file(folder: RGBDFolder, recipe: dict[str, Any], cache_dir: str | Path | None) -> Path:
+def _cache_file(folder: FrameSource, recipe: dict[str, Any], cache_dir: str | Path | None) -> Path:
     """``<cache root>/fused-<hash of the dataset folder and parameters>/<scene>.npz``."""
     keys = ("version", "layout", "voxel_size", "frame_skip", "min_depth", "max_depth", "skip_bad")
     key_dict = {k: recipe[k] for k in keys} | {"dataset_root": str(Path(recipe["source"]).parent)}
@@ -305,7 +301,7 @@ def _read_cache(path: Path, recipe: dict[str, Any]) -> FusedScene | None:
 
 
 def load_or_fuse(
-    folder: RGBDFolder,
+    folder: FrameSource,
     *,
     voxel_size: float,
     frame_skip: int = 1,
@@ -347,7 +343,7 @@ def load_or_fuse(
 
 
 def load_or_fuse_all(
-    root: str | Path, layout: FolderLayout | str = "generic", **kwargs: Any
+    root: str | Path, layout: str = "generic", **kwargs: Any
 ) -> list[FusedScene]:
     """:func:`load_or_fuse` (same keyword arguments) for every scene folder of a dataset root."""
     return [load_or_fuse(folder, **kwargs) for folder in open_scenes(root, layout)]

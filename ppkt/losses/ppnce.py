@@ -46,7 +46,8 @@ class PPNCELoss(nn.Module):
             )
         if points.shape[0] < 2:
             raise ValueError(f"need at least 2 pairs for a contrastive loss, got {points.shape[0]}")
-        logits = F.normalize(points, dim=1) @ F.normalize(pixels, dim=1).T / self.temperature
+        # scale the [N, D] side, not the [N, N] logits (one pass less over the largest tensor)
+        logits = F.normalize(points, dim=1) @ (F.normalize(pixels, dim=1) / self.temperature).T
         return F.cross_entropy(logits, torch.arange(points.shape[0], device=points.device))
 
     def extra_repr(self) -> str:

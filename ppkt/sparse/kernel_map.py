@@ -243,6 +243,13 @@ class KernelMapCache:
         coords = self.coords(stride)
         check_packable(coords, margin=max(p, k))
         c = coords.to(torch.int64)
+        if k == s and p == 0:
+            return self._build_down_cells(c, k)
+        return self._build_down_general(c, k, s, p)
+
+    @staticmethod
+    def _build_down_general(c: Tensor, k: int, s: int, p: int) -> tuple[KernelMap, _Level]:
+        """Any kernel/stride/padding: one pass per kernel offset over all inputs."""
         batch, xyz = c[:, :1], c[:, 1:]
         offsets = kernel_offsets(k)
         in_list: list[Tensor] = []
@@ -258,6 +265,30 @@ class KernelMapCache:
         n_out = int(out_keys.numel())
         kmap = KernelMap(k, tuple(in_list), tuple(out_idx), int(c.shape[0]), n_out)
         # the output keys are already unique and sorted: seed the new level's hash with them
+        level = _Level(unpack_keys(out_keys), out_keys, out_keys, torch.arange(n_out, device=c.device))
+        return kmap, level
+
+    @staticmethod
+    def _build_down_cells(c: Tensor, k: int) -> tuple[KernelMap, _Level]:
+        """``kernel == stride``, no padding: every input lies in exactly one output cell ``floor(i / k)``
+        at offset ``i - k * o``, so one pass (no loop over offsets) finds all pairs."""
+        xyz = c[:, 1:]
+        if k & (k - 1) == 0:  # power of two: shifts and masks instead of (slow) integer floor division
+            shift = k.bit_length() - 1
+            out_xyz, rem = xyz >> shift, xyz & (k - 1)
+        else:
+            out_xyz = xyz.div(k, rounding_mode="floor")
+            rem = xyz - out_xyz * k
+        flat = (rem[:, 2] * k + rem[:, 1]) * k + rem[:, 0]  # f = iz * k * k + iy * k + ix
+        out_keys, inverse = torch.unique(
+            pack_keys(torch.cat([c[:, :1], out_xyz], dim=1), check=False), sorted=True, return_inverse=True
+        )
+        order = torch.argsort(flat, stable=True)
+        counts = torch.bincount(flat, minlength=k**3).tolist()
+        in_list = torch.split(order, counts)
+        out_list = torch.split(inverse[order], counts)
+        n_out = int(out_keys.numel())
+        kmap = KernelMap(k, tuple(in_list), tuple(out_list), int(c.shape[0]), n_out)
         level = _Level(unpack_keys(out_keys), out_keys, out_keys, torch.arange(n_out, device=c.device))
         return kmap, level
 

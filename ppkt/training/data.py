@@ -11,7 +11,7 @@ from ppkt.config.finetune import SegDataConfig
 from ppkt.config.pretrain import DataConfig
 from ppkt.data.datasets import FrameDataset, FrameRef, collate_skip, split_frames
 from ppkt.data.embedded import ensure_synthetic
-from ppkt.data.rgbd_folder import LAYOUTS, open_scenes
+from ppkt.data.sources import SCENE_READERS, known_layouts, open_scenes
 from ppkt.data.transforms import (
     Compose,
     RandomHorizontalFlip,
@@ -50,8 +50,8 @@ def num_input_features(features: list[str]) -> int:
 def data_root(cfg: DataConfig | SegDataConfig, verbose: bool = True) -> Path:
     """``data.root``, or the embedded synthetic dataset (rendered into the cache on first use); checks
     ``data.layout``."""
-    if cfg.layout not in LAYOUTS:
-        raise ConfigError(f"config key 'data.layout': {cfg.layout!r} is not one of {sorted(LAYOUTS)}")
+    if cfg.layout not in SCENE_READERS:
+        raise ConfigError(f"config key 'data.layout': {cfg.layout!r} is not one of {known_layouts()}")
     if cfg.root is None:
         return ensure_synthetic(cfg.synth, cfg.cache_dir, verbose=verbose)
     return Path(cfg.root).expanduser()

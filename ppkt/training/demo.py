@@ -12,7 +12,7 @@ from typing import Any
 from ppkt.config import dump_config
 from ppkt.config.demo import DemoConfig
 from ppkt.config.finetune import FinetuneConfig
-from ppkt.data.rgbd_folder import open_scenes
+from ppkt.data.sources import open_scenes
 from ppkt.training.finetune import run_finetune
 from ppkt.training.pretrain import run_pretrain
 from ppkt.training.pretrain_module import PPKTPretrainModule

@@ -46,10 +46,12 @@ class PPKTPretrainModule(L.LightningModule):
         return cls(to_dict(cfg), in_channels)
 
     # ------------------------------------------------------------------ embeddings
-    def point_embeddings(self, batch: Batch) -> Tensor:
-        """``[M, D]`` unit embeddings of every voxel of the batch."""
+    def point_embeddings(self, batch: Batch, voxels: Tensor | None = None) -> Tensor:
+        """``[M, D]`` unit embeddings of every voxel of the batch, or ``[P, D]`` of the voxels ``voxels``
+        only (the head is point-wise, so it runs on just the rows that are used)."""
         x = SparseTensor(batch.feats, batch.coords)
-        return self.head(self.student(x))
+        feats = self.student(x)
+        return self.head(feats if voxels is None else feats[voxels])
 
     def teacher_features(self, batch: Batch) -> list[Tensor]:
         """The frozen teacher's multi-scale maps of the batch images (no gradient, eval mode)."""
@@ -67,7 +69,7 @@ class PPKTPretrainModule(L.LightningModule):
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         idx = self.loss.sample(batch.pair_voxel.shape[0], batch.pair_voxel.device)
-        points = self.point_embeddings(batch)[batch.pair_voxel[idx]]
+        points = self.point_embeddings(batch, batch.pair_voxel[idx])
         features = self.teacher_features(batch)
         pixels = self.pixel_embeddings(features, batch.image_size, batch.pair_image[idx], batch.pair_uv[idx])
         loss = self.loss(points, pixels)

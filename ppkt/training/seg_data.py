@@ -10,9 +10,9 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from ppkt.config.finetune import SegDataConfig
-from ppkt.data.rgbd_folder import open_scenes
 from ppkt.data.sample import collate
 from ppkt.data.scenes import FusedScene, load_or_fuse
+from ppkt.data.sources import open_scenes
 from ppkt.data.splits import SceneSegmentationDataset
 from ppkt.data.transforms import Compose, RandomRotate, RandomScale, Transform, Voxelize
 from ppkt.errors import ConfigError
