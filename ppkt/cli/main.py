@@ -50,9 +50,24 @@ def _cmd_finetune(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
+    if args.task == "retrieval":
+        from ppkt.training.retrieval import run_retrieval_eval
+
+        run_retrieval_eval(args.ckpt, args.data, args.out, args.layout, args.points, args.frames)
+        return
     from ppkt.training.finetune import run_evaluate
 
     run_evaluate(args.ckpt, args.data, args.out, args.split)
+
+
+def _cmd_cache_features(args: argparse.Namespace) -> None:
+    from ppkt.config import PretrainConfig, load_config
+    from ppkt.training.data import frame_splits
+    from ppkt.training.feature_cache import fill_feature_cache
+
+    cfg = load_config(PretrainConfig, args.config, args.overrides)
+    splits = frame_splits(cfg.data)
+    fill_feature_cache(cfg, splits.train + splits.heldout, batch_size=args.batch_size)
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -107,12 +122,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_finetune)
 
-    p = sub.add_parser("evaluate", help="evaluate a fine-tuned checkpoint: mIoU, per-class IoU, accuracy")
-    p.add_argument("--ckpt", required=True, help="a `ppkt finetune` checkpoint")
-    p.add_argument("--data", help="dataset folder, or 'synthetic' (default: the data it was trained on)")
-    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    p = sub.add_parser(
+        "evaluate",
+        help="segmentation (mIoU, per-class IoU, accuracy of a finetune checkpoint) or pretext retrieval "
+        "(of a pretrain checkpoint)",
+    )
+    p.add_argument("--task", default="segmentation", choices=["segmentation", "retrieval"])
+    p.add_argument(
+        "--ckpt", required=True, help="a `ppkt finetune` (or, for retrieval, `ppkt pretrain`) ckpt"
+    )
+    p.add_argument(
+        "--data",
+        help="dataset folder, or 'synthetic' (default: the data it was trained on; for retrieval its "
+        "held-out frames)",
+    )
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"], help="segmentation")
+    p.add_argument("--layout", help="retrieval: data.layout of --data (default: the checkpoint's)")
+    p.add_argument("--points", type=int, help="retrieval: points per frame (default: eval.retrieval_points)")
+    p.add_argument("--frames", type=int, help="retrieval: frames (default: eval.retrieval_frames)")
     p.add_argument("--out", default="runs/evaluate", help="folder for metrics.json")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "cache-features",
+        help="precompute the frozen teacher's features of every frame (used when teacher.cache=true)",
+    )
+    p.add_argument("--config", help="YAML pretraining config (see configs/pretrain.yaml)")
+    p.add_argument("--batch-size", type=int, default=16, help="frames per teacher forward pass")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="pretraining config overrides")
+    p.set_defaults(func=_cmd_cache_features)
 
     p = sub.add_parser("demo", help="the main job on the embedded default data, offline")
     p.add_argument("--out", default="runs/demo")

@@ -7,8 +7,10 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import torch
 from torch.utils.data import Dataset
 
+from ppkt.data.feature_cache import FeatureCache
 from ppkt.data.frames import frame_to_sample
 from ppkt.data.sample import Batch, Sample, collate
 from ppkt.data.sources import FrameSource
@@ -63,6 +65,8 @@ def split_frames(
 class FrameDataset(Dataset[Sample | None]):
     """RGB-D frames → transformed samples.
 
+    With a ``feature_cache`` every sample carries its frame's cached teacher maps (``teacher_cache``, an
+    identity ``view``); a frame missing from the cache is an error (fill the cache first).
     With ``skip_bad=True`` a frame that fails to read (a :class:`DataError`) is skipped with a warning
     naming the file (the item is ``None`` and :func:`collate_skip` drops it); otherwise the error propagates.
     """
@@ -75,8 +79,10 @@ class FrameDataset(Dataset[Sample | None]):
         min_depth: float = 0.0,
         max_depth: float = float("inf"),
         skip_bad: bool = False,
+        feature_cache: FeatureCache | None = None,
     ) -> None:
         self.frames = list(frames)
+        self.feature_cache = feature_cache
         self.transform = transform
         self.min_depth, self.max_depth = min_depth, max_depth
         self.skip_bad = skip_bad
@@ -98,6 +104,15 @@ class FrameDataset(Dataset[Sample | None]):
                 raise
             warnings.warn(f"skipping bad frame {ref.name}: {e}", stacklevel=2)
             return None
+        if self.feature_cache is not None:
+            cached = self.feature_cache.load(ref.folder, ref.index)
+            if cached is None:
+                raise DataError(
+                    f"{frame.depth_path}: frame {ref.name} is not in the teacher-feature cache "
+                    f"{self.feature_cache.root} (or its files changed); run `ppkt cache-features` first"
+                )
+            sample.teacher_cache = cached
+            sample.view = torch.eye(3, dtype=torch.float64)
         return self.transform(sample)
 
 

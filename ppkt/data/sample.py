@@ -10,7 +10,12 @@ A :class:`Sample` is one RGB-D frame (or one fused scene) on its way to the netw
 * after :class:`~ppkt.data.transforms.Voxelize`: ``coords [M, 3]`` int32 voxel coordinates, ``inverse [N]``
   point→voxel map, ``feats [M, C]`` input features per voxel, and ``pair_voxel [P']`` — the pairs reduced
   to at most **one per voxel** (so a voxel is never its own negative in the contrastive loss);
-* optional ``labels [N]`` int64 (−1 = ignore) for downstream tasks.
+* optional ``labels [N]`` int64 (−1 = ignore) for downstream tasks;
+* with a teacher-feature cache: ``view [3, 3]`` float64, the affine map from the (augmented) image's pixel
+  coordinates ``(u, v, 1)`` to the original frame's (the image transforms compose onto it, like the
+  pairing), ``teacher_cache`` (the whole frame's cached maps) and, after
+  :class:`~ppkt.data.transforms.CropCachedFeatures`, ``teacher_feats`` — per teacher layer ``[V, C_i,
+  ceil(H / s_i), ceil(W / s_i)]``, the maps of the augmented image as the teacher would give them.
 
 A :class:`Batch` concatenates the samples of a mini-batch. ``offset`` vectors hold **cumulative end counts**
 (Pointcept convention): sample ``b`` owns voxels ``offset[b-1]:offset[b]``. ``coords`` gain a leading batch
@@ -22,9 +27,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from ppkt.data.feature_cache import CachedFeatures
 
 
 @dataclass
@@ -43,6 +52,9 @@ class Sample:
     feats: Tensor | None = None
     pair_voxel: Tensor | None = None
     name: str = ""
+    view: Tensor | None = None
+    teacher_cache: CachedFeatures | None = None
+    teacher_feats: list[Tensor] | None = None
 
     def copy(self) -> Sample:
         """A shallow copy: transforms replace tensors, never modify them in place."""
@@ -67,6 +79,8 @@ class Batch:
         images: ``[V, 3, H, W]``; ``image_offset [B]`` cumulative image counts.
         pair_voxel, pair_image: ``[P]`` global voxel / image index of each pair; ``pair_uv [P, 2]`` pixels.
         labels: ``[N]`` int64 or ``None``.
+        teacher_feats: per teacher layer ``[V, C_i, h_i, w_i]`` cached teacher maps of ``images``, or
+            ``None`` (the teacher runs on ``images``).
     """
 
     coords: Tensor
@@ -82,6 +96,7 @@ class Batch:
     pair_uv: Tensor
     labels: Tensor | None = None
     names: list[str] = field(default_factory=list)
+    teacher_feats: list[Tensor] | None = None
 
     @property
     def batch_size(self) -> int:
@@ -97,6 +112,8 @@ class Batch:
             v = getattr(self, f.name)
             if isinstance(v, Tensor):
                 setattr(out, f.name, v.to(device, non_blocking=True))
+        if self.teacher_feats is not None:
+            out.teacher_feats = [t.to(device, non_blocking=True) for t in self.teacher_feats]
         return out
 
 
@@ -133,6 +150,9 @@ def collate(samples: list[Sample]) -> Batch:
     n_img = [int(s.images.shape[0]) for s in samples]
     vox0, img0 = _starts(n_vox), _starts(n_img)
     labels = [s.labels for s in samples if s.labels is not None]
+    teacher = [s.teacher_feats for s in samples if s.teacher_feats is not None]
+    if teacher and len(teacher) != len(samples):
+        raise ValueError("collate: some samples have cached teacher features and some do not")
     return Batch(
         coords=torch.cat(
             [
@@ -152,4 +172,5 @@ def collate(samples: list[Sample]) -> Batch:
         pair_uv=torch.cat([s.pair_uv for s in samples]),
         labels=torch.cat(labels) if len(labels) == len(samples) else None,
         names=[s.name for s in samples],
+        teacher_feats=[torch.cat(level) for level in zip(*teacher)] if teacher else None,
     )

@@ -44,6 +44,13 @@ class Compose(Transform):
         return sample
 
 
+def _compose_view(s: Sample, a: list[list[float]]) -> None:
+    """``view ← view · A`` for an affine ``A`` (2 rows) from new to old image pixel coordinates."""
+    if s.view is not None:
+        m = torch.tensor([*a, [0.0, 0.0, 1.0]], dtype=torch.float64)
+        s.view = s.view @ m
+
+
 class RandomHorizontalFlip(Transform):
     """Mirror the images left–right with probability ``p``: ``u → W − 1 − u``."""
 
@@ -56,6 +63,7 @@ class RandomHorizontalFlip(Transform):
         W = s.images.shape[-1]
         s.images = s.images.flip(-1)
         s.pair_uv = torch.stack([W - 1 - s.pair_uv[:, 0], s.pair_uv[:, 1]], dim=1)
+        _compose_view(s, [[-1.0, 0.0, W - 1.0], [0.0, 1.0, 0.0]])
         return s
 
 
@@ -100,6 +108,49 @@ class RandomResizedCrop(Transform):
         v = (s.pair_uv[:, 1] - y0 + 0.5) * sy - 0.5
         s.pair_uv = torch.stack([u, v], dim=1)
         s.select_pairs((u >= -0.5) & (u < Wo - 0.5) & (v >= -0.5) & (v < Ho - 0.5))
+        # inverse of the pixel map above: u = (u' + ½)·w/W' − ½ + x0
+        _compose_view(s, [[1 / sx, 0.0, 0.5 / sx - 0.5 + x0], [0.0, 1 / sy, 0.5 / sy - 0.5 + y0]])
+        return s
+
+
+class CropCachedFeatures(Transform):
+    """Turn the whole frame's cached teacher maps into the maps of the sample's (augmented) image.
+
+    For every teacher layer of stride ``s`` the output is ``[1, C, ceil(H / s), ceil(W / s)]`` for the
+    current image size ``(H, W)``: the centre of output cell ``j`` (image pixel ``(j + ½)s − ½``) is mapped
+    through ``view`` to the original frame, then to the cached map, and read with bilinear interpolation —
+    the same crop, resize and flip that moved the image and the pairing. A sample without a cache passes
+    through unchanged. Put it after the image transforms.
+    """
+
+    def apply(self, s: Sample) -> Sample:
+        cache = s.teacher_cache
+        if cache is None:
+            return s
+        if s.view is None:
+            raise ValueError(f"sample {s.name!r} has cached teacher features but no view transform")
+        H, W = s.images.shape[-2:]
+        Hf, Wf = cache.frame_size
+        Hc, Wc = cache.image_size
+        out = []
+        for fmap, stride in zip(cache.maps, cache.strides, strict=True):
+            ho, wo = -(-H // stride), -(-W // stride)
+            hc, wc = fmap.shape[-2:]
+            v, u = torch.meshgrid(
+                torch.arange(ho, dtype=torch.float64) * stride + (stride - 1) / 2,
+                torch.arange(wo, dtype=torch.float64) * stride + (stride - 1) / 2,
+                indexing="ij",
+            )
+            pix = torch.stack([u.reshape(-1), v.reshape(-1), torch.ones(u.numel(), dtype=torch.float64)])
+            uo, vo = (s.view @ pix)[:2]  # original-frame pixel coordinates
+            # original frame -> cache image pixels -> normalised coordinates of the map (extent wc*s, hc*s)
+            gx = ((uo + 0.5) * (Wc / Wf)) / (wc * stride) * 2 - 1
+            gy = ((vo + 0.5) * (Hc / Hf)) / (hc * stride) * 2 - 1
+            grid = torch.stack([gx, gy], dim=1).reshape(1, ho, wo, 2).float()
+            out.append(
+                F.grid_sample(fmap.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+            )
+        s.teacher_feats, s.teacher_cache = out, None
         return s
 
 

@@ -11,9 +11,11 @@ from ppkt.config.finetune import SegDataConfig
 from ppkt.config.pretrain import DataConfig
 from ppkt.data.datasets import FrameDataset, FrameRef, collate_skip, split_frames
 from ppkt.data.embedded import ensure_synthetic
+from ppkt.data.feature_cache import FeatureCache
 from ppkt.data.sources import SCENE_READERS, known_layouts, open_scenes
 from ppkt.data.transforms import (
     Compose,
+    CropCachedFeatures,
     RandomHorizontalFlip,
     RandomResizedCrop,
     RandomRotate,
@@ -26,10 +28,11 @@ from ppkt.errors import ConfigError
 
 def build_transform(cfg: DataConfig, train: bool) -> Compose:
     """Training: random crop/resize, flip, rotation about the up axis, scaling, voxelize.
-    Evaluation: a centred resize and voxelize."""
+    Evaluation: a centred resize and voxelize. Both end with :class:`CropCachedFeatures`, which turns cached
+    teacher maps (when a sample has them) into the maps of the augmented image."""
     vox = Voxelize(cfg.voxel_size, cfg.features, cfg.up_axis)
     if not train:
-        return Compose([RandomResizedCrop(cfg.image_size, random=False), vox])
+        return Compose([RandomResizedCrop(cfg.image_size, random=False), CropCachedFeatures(), vox])
     a = cfg.augment
     steps: list[Transform] = [RandomResizedCrop(cfg.image_size, a.crop_scale)]
     if a.flip > 0:
@@ -38,7 +41,7 @@ def build_transform(cfg: DataConfig, train: bool) -> Compose:
         steps.append(RandomRotate(cfg.up_axis, a.rotate_degrees))
     if a.scale != (1.0, 1.0):
         steps.append(RandomScale(*a.scale))
-    steps.append(vox)
+    steps += [CropCachedFeatures(), vox]
     return Compose(steps)
 
 
@@ -72,7 +75,12 @@ def frame_splits(cfg: DataConfig, verbose: bool = True) -> FrameSplits:
 
 
 def make_loader(
-    cfg: DataConfig, frames: list[FrameRef], batch_size: int, train: bool, num_workers: int | None = None
+    cfg: DataConfig,
+    frames: list[FrameRef],
+    batch_size: int,
+    train: bool,
+    num_workers: int | None = None,
+    feature_cache: FeatureCache | None = None,
 ) -> DataLoader:
     ds = FrameDataset(
         frames,
@@ -80,6 +88,7 @@ def make_loader(
         min_depth=cfg.min_depth,
         max_depth=cfg.max_depth,
         skip_bad=cfg.skip_bad,
+        feature_cache=feature_cache,
     )
     workers = cfg.num_workers if num_workers is None else num_workers
     return DataLoader(

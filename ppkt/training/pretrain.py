@@ -14,6 +14,7 @@ import lightning as L
 from ppkt.config import PretrainConfig
 from ppkt.training.common import checkpoint_callback, resolve_precision, run_loggers, start_run
 from ppkt.training.data import frame_splits, make_loader, num_input_features
+from ppkt.training.feature_cache import fill_feature_cache
 from ppkt.training.pretrain_module import PPKTPretrainModule
 from ppkt.training.retrieval import retrieval_top1
 
@@ -54,10 +55,17 @@ def run_pretrain(cfg: PretrainConfig, out: str | Path, resume: str | None = None
     splits = frame_splits(cfg.data)
     print(f"[ppkt] data {splits.root}: {len(splits.train)} training frames, {len(splits.heldout)} held out")
     bs = cfg.trainer.batch_size
-    train_loader = make_loader(cfg.data, splits.train, bs, train=True)
-    val_loader = make_loader(cfg.data, splits.heldout, bs, train=False) if splits.heldout else None
-
     module = PPKTPretrainModule.from_config(cfg, num_input_features(cfg.data.features))
+    cache, cache_stats = None, None
+    if cfg.teacher.cache:
+        cache, cache_stats = fill_feature_cache(cfg, splits.train + splits.heldout, module.teacher)
+    train_loader = make_loader(cfg.data, splits.train, bs, train=True, feature_cache=cache)
+    val_loader = (
+        make_loader(cfg.data, splits.heldout, bs, train=False, feature_cache=cache)
+        if splits.heldout
+        else None
+    )
+
     init_state = copy.deepcopy(module.state_dict())
     trainer = build_trainer(cfg, out, "val/loss" if val_loader is not None else None)
     if resume == "last":
@@ -77,6 +85,8 @@ def run_pretrain(cfg: PretrainConfig, out: str | Path, resume: str | None = None
         "heldout_frames": len(splits.heldout),
         "wall_time_train_s": round(train_time, 1),
     }
+    if cache_stats is not None:
+        metrics["teacher_cache"] = cache_stats
     if splits.heldout:
         held = splits.heldout[: cfg.eval.retrieval_frames]
         loader = make_loader(cfg.data, held, bs, train=False, num_workers=0)

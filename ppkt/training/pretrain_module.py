@@ -54,7 +54,10 @@ class PPKTPretrainModule(L.LightningModule):
         return self.head(feats if voxels is None else feats[voxels])
 
     def teacher_features(self, batch: Batch) -> list[Tensor]:
-        """The frozen teacher's multi-scale maps of the batch images (no gradient, eval mode)."""
+        """The frozen teacher's multi-scale maps of the batch images (no gradient, eval mode), or the
+        batch's cached maps when its loader reads a teacher-feature cache."""
+        if batch.teacher_feats is not None:
+            return batch.teacher_feats
         self.teacher.eval()
         with torch.no_grad():
             return list(self.teacher(batch.images))

@@ -1,0 +1,188 @@
+"""On-disk cache of the frozen teacher's feature maps, one file per frame.
+
+The teacher never changes during pretraining, so its features of a frame are computed once (by
+``ppkt cache-features`` or on the first ``teacher.cache=true`` run) and reused every epoch. Each entry holds
+the teacher's maps of the **whole frame** resized to the cache image size ``(Hc, Wc)``, in float16; the
+image augmentations act on them later through the sample's ``view`` (see :class:`CachedFeatures` and
+:class:`ppkt.data.transforms.CropCachedFeatures`), exactly as they act on the pairing.
+
+Layout::
+
+    <cache root>/teacher-<hash of the recipe>/recipe.json    teacher, weights file identity, layers, size
+    <cache root>/teacher-<hash of the recipe>/<frame hash>.pt {"frame", "files", "frame_size", "maps"}
+
+The directory is keyed by the recipe (teacher name, the weights file's path/size/mtime, layers, strides,
+channels, cache image size, :data:`FEATURE_CACHE_VERSION`); a frame file also stores the fingerprint of the
+frame's own files (sizes and mtimes), so an edited frame is recomputed and never served stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ppkt.data.embedded import cache_root
+from ppkt.data.sources import FrameSource
+from ppkt.errors import DataError
+
+__all__ = ["FEATURE_CACHE_VERSION", "CachedFeatures", "FeatureCache", "files_fingerprint", "weights_identity"]
+
+#: Bump when the stored content changes meaning (invalidates every cache directory).
+FEATURE_CACHE_VERSION = 1
+
+
+@dataclass
+class CachedFeatures:
+    """The teacher's maps of one whole frame.
+
+    ``maps[i]``: ``[1, C_i, ceil(Hc / s_i), ceil(Wc / s_i)]`` for the frame resized to ``image_size = (Hc,
+    Wc)``; cell ``j`` of map ``i`` covers cache-image pixels ``[j s_i, (j + 1) s_i)`` (the UPL convention).
+    ``frame_size = (H, W)`` is the original frame's size, the coordinate system of a sample's ``view``.
+    """
+
+    maps: list[Tensor]
+    strides: list[int]
+    image_size: tuple[int, int]
+    frame_size: tuple[int, int]
+
+
+def files_fingerprint(paths: Sequence[Path]) -> str:
+    """A hash of the names, sizes and modification times of ``paths`` (missing files count as -1)."""
+    h = hashlib.sha1()
+    for path in paths:
+        st = path.stat() if path.is_file() else None
+        h.update(f"{path.name}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1};".encode())
+    return h.hexdigest()
+
+
+def weights_identity(path: str | os.PathLike[str] | None) -> dict[str, Any] | None:
+    """``{path, size, mtime_ns}`` of a weights file (``None`` for a teacher's default weights)."""
+    if path is None:
+        return None
+    p = Path(path).expanduser().resolve()
+    st = p.stat() if p.exists() else None
+    return {"path": str(p), "size": st.st_size if st else -1, "mtime_ns": st.st_mtime_ns if st else -1}
+
+
+class FeatureCache:
+    """One cache directory: the features of one teacher configuration at one image size.
+
+    Args:
+        recipe: JSON-compatible description of everything the features depend on (see
+            :meth:`make_recipe`); its hash names the directory.
+        cache_dir: cache root (``None``: ``$PPKT_CACHE_DIR`` or ``~/.cache/ppkt``).
+    """
+
+    def __init__(self, recipe: dict[str, Any], cache_dir: str | Path | None = None) -> None:
+        self.recipe = json.loads(json.dumps(recipe, sort_keys=True))
+        digest = hashlib.sha1(json.dumps(self.recipe, sort_keys=True).encode()).hexdigest()[:12]
+        self.root = cache_root(None if cache_dir is None else str(cache_dir)) / f"teacher-{digest}"
+        self.strides = [int(s) for s in self.recipe["strides"]]
+        self.image_size = (int(self.recipe["image_size"][0]), int(self.recipe["image_size"][1]))
+
+    @staticmethod
+    def make_recipe(
+        teacher: str,
+        weights: str | os.PathLike[str] | None,
+        layers: Sequence[str],
+        strides: Sequence[int],
+        channels: Sequence[int],
+        image_size: Sequence[int],
+    ) -> dict[str, Any]:
+        return {
+            "version": FEATURE_CACHE_VERSION,
+            "teacher": teacher,
+            "weights": weights_identity(weights),
+            "layers": list(layers),
+            "strides": [int(s) for s in strides],
+            "channels": [int(c) for c in channels],
+            "image_size": [int(image_size[0]), int(image_size[1])],
+        }
+
+    # ------------------------------------------------------------------ paths and keys
+    @staticmethod
+    def frame_key(source: FrameSource, name: str) -> str:
+        return f"{source.root.resolve()}::{name}"
+
+    def path(self, source: FrameSource, name: str) -> Path:
+        digest = hashlib.sha1(self.frame_key(source, name).encode()).hexdigest()[:24]
+        return self.root / f"{digest}.pt"
+
+    def _check_recipe_file(self) -> None:
+        f = self.root / "recipe.json"
+        if not f.is_file():
+            return
+        try:
+            stored = json.loads(f.read_text())
+        except (OSError, ValueError) as e:
+            raise DataError(f"{f}: unreadable teacher-feature cache recipe ({e}); delete {self.root}") from e
+        if stored != self.recipe:
+            raise DataError(
+                f"{f}: the teacher-feature cache in {self.root} was written by another recipe; "
+                "delete the folder"
+            )
+
+    # ------------------------------------------------------------------ read / write
+    def load(self, source: FrameSource, index: int) -> CachedFeatures | None:
+        """The cached features of frame ``index`` of ``source``; ``None`` when absent, unreadable, made
+        from other files (size/mtime changed) or of the wrong shape."""
+        name = source.frames[index]
+        path = self.path(source, name)
+        if not path.is_file():
+            return None
+        try:
+            entry = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # truncated or foreign file: recompute
+            return None
+        if (
+            not isinstance(entry, dict)
+            or entry.get("frame") != self.frame_key(source, name)
+            or entry.get("files") != files_fingerprint(source.frame_files(name))
+        ):
+            return None
+        maps = entry.get("maps")
+        hc, wc = self.image_size
+        expected = [
+            (c, -(-hc // s), -(-wc // s)) for c, s in zip(self.recipe["channels"], self.strides, strict=True)
+        ]
+        if not isinstance(maps, list) or [tuple(m.shape[1:]) for m in maps] != expected:
+            return None
+        fs = entry["frame_size"]
+        return CachedFeatures(maps, self.strides, self.image_size, (int(fs[0]), int(fs[1])))
+
+    def store(
+        self, source: FrameSource, index: int, maps: Sequence[Tensor], frame_size: tuple[int, int]
+    ) -> Path:
+        """Write one frame's maps (each ``[1, C, h, w]`` or ``[C, h, w]``) as float16, atomically."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._check_recipe_file()
+        recipe_file = self.root / "recipe.json"
+        if not recipe_file.is_file():
+            tmp_recipe = recipe_file.with_name(f".recipe.json.tmp{os.getpid()}")
+            tmp_recipe.write_text(json.dumps(self.recipe, indent=2, sort_keys=True))
+            os.replace(tmp_recipe, recipe_file)
+        name = source.frames[index]
+        path = self.path(source, name)
+        entry = {
+            "frame": self.frame_key(source, name),
+            "files": files_fingerprint(source.frame_files(name)),
+            "frame_size": [int(frame_size[0]), int(frame_size[1])],
+            "maps": [
+                m.detach().reshape(1, *m.shape[-3:]).to("cpu", torch.float16).contiguous() for m in maps
+            ],
+        }
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        torch.save(entry, tmp)
+        os.replace(tmp, path)
+        return path
+
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.root.glob("*.pt")) if self.root.is_dir() else 0

@@ -1,0 +1,209 @@
+"""Teacher-feature cache: augmentations act on cached maps like on the pairing; store/reuse/invalidate;
+pretraining and ``ppkt cache-features`` / ``ppkt evaluate --task retrieval`` end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ppkt.cli.main import main
+from ppkt.config import PretrainConfig, load_config
+from ppkt.data.feature_cache import CachedFeatures
+from ppkt.data.sample import Sample, collate
+from ppkt.data.transforms import (
+    Compose,
+    CropCachedFeatures,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+    Voxelize,
+)
+from ppkt.models.teachers import build_teacher
+from ppkt.training.data import frame_splits, make_loader
+from ppkt.training.feature_cache import fill_feature_cache
+from tests.conftest import TINY_PRETRAIN
+
+H, W = 96, 128  # original frame
+HC, WC = 48, 64  # cache image size
+STRIDES = [4, 8]
+
+
+def coordinate_cache() -> CachedFeatures:
+    """Maps whose two channels are the original-frame pixel coordinates (u, v) of each cell's centre.
+
+    Bilinear interpolation reproduces a linear function exactly, so after any crop/resize/flip a lookup of
+    the cropped maps at a pair's pixel must give back that pair's pixel in the original frame."""
+    maps = []
+    for s in STRIDES:
+        h, w = -(-HC // s), -(-WC // s)
+        # cell centre in cache pixels (j + ½)s − ½, then to original pixels (x + ½)·W/Wc − ½
+        uc = (torch.arange(w, dtype=torch.float64) + 0.5) * s - 0.5
+        vc = (torch.arange(h, dtype=torch.float64) + 0.5) * s - 0.5
+        u = (uc + 0.5) * (W / WC) - 0.5
+        v = (vc + 0.5) * (H / HC) - 0.5
+        vv, uu = torch.meshgrid(v, u, indexing="ij")
+        maps.append(torch.stack([uu, vv]).unsqueeze(0).float())
+    return CachedFeatures(maps, STRIDES, (HC, WC), (H, W))
+
+
+def frame_sample() -> Sample:
+    v, u = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    uv = torch.stack([u.reshape(-1), v.reshape(-1)], 1).float()
+    n = uv.shape[0]
+    g = torch.Generator().manual_seed(0)
+    return Sample(
+        points=torch.rand(n, 3, generator=g) * 3,
+        colors=torch.rand(n, 3, generator=g),
+        images=torch.rand(1, 3, H, W, generator=g),
+        pair_point=torch.arange(n),
+        pair_image=torch.zeros(n, dtype=torch.long),
+        pair_uv=uv,
+        teacher_cache=coordinate_cache(),
+        view=torch.eye(3, dtype=torch.float64),
+    )
+
+
+def lookup(fmap: torch.Tensor, uv: torch.Tensor, stride: int, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear lookup at pixels ``uv`` of a map of ``stride`` for an image of ``size`` (UPL convention)."""
+    h, w = fmap.shape[-2:]
+    grid = torch.stack([(uv[:, 0] + 0.5) / (w * stride), (uv[:, 1] + 0.5) / (h * stride)], 1) * 2 - 1
+    out = F.grid_sample(
+        fmap, grid.view(1, 1, -1, 2), mode="bilinear", padding_mode="border", align_corners=False
+    )
+    return out.view(fmap.shape[1], -1).T
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_cropped_cached_maps_follow_the_pairing(seed: int) -> None:
+    torch.manual_seed(seed)
+    out_size = (40, 56)
+    t = Compose([RandomResizedCrop(out_size, (0.3, 1.0)), RandomHorizontalFlip(0.5), CropCachedFeatures()])
+    s = frame_sample()
+    original = s.pair_uv.clone()
+    r = t(s)
+    assert r.teacher_cache is None and r.teacher_feats is not None
+    for fmap, stride in zip(r.teacher_feats, STRIDES):
+        assert fmap.shape == (1, 2, -(-out_size[0] // stride), -(-out_size[1] // stride))
+        got = lookup(fmap, r.pair_uv, stride, out_size)
+        want = original[r.pair_point]
+        # pairs whose interpolation support lies inside the cached maps' centre grid (border padding
+        # clamps outside it): a margin of half a cached cell plus one output cell, in original pixels
+        hc, wc = -(-HC // stride), -(-WC // stride)
+        mu = 0.5 * stride * W / WC + stride * W / out_size[1]
+        mv = 0.5 * stride * H / HC + stride * H / out_size[0]
+        lo_u, hi_u = 0.5 * stride * W / WC - 0.5, (wc - 0.5) * stride * W / WC - 0.5
+        lo_v, hi_v = 0.5 * stride * H / HC - 0.5, (hc - 0.5) * stride * H / HC - 0.5
+        inside = (want[:, 0] > lo_u + mu) & (want[:, 0] < hi_u - mu)
+        inside &= (want[:, 1] > lo_v + mv) & (want[:, 1] < hi_v - mv)
+        # ... and inside the output map's own centre grid
+        ho, wo = fmap.shape[-2:]
+        inside &= (r.pair_uv[:, 0] >= (stride - 1) / 2) & (r.pair_uv[:, 0] <= (wo - 0.5) * stride - 0.5)
+        inside &= (r.pair_uv[:, 1] >= (stride - 1) / 2) & (r.pair_uv[:, 1] <= (ho - 0.5) * stride - 0.5)
+        assert int(inside.sum()) > 50
+        torch.testing.assert_close(got[inside], want[inside], atol=2e-3, rtol=0)
+
+
+def test_collate_stacks_cached_features_and_rejects_a_mix() -> None:
+    t = Compose([RandomResizedCrop((16, 20), (0.5, 1.0)), CropCachedFeatures(), Voxelize(0.5)])
+    a, b = t(frame_sample()), t(frame_sample())
+    batch = collate([a, b])
+    assert batch.teacher_feats is not None
+    assert [tuple(f.shape) for f in batch.teacher_feats] == [(2, 2, 4, 5), (2, 2, 2, 3)]
+    c2 = Compose([RandomResizedCrop((16, 20)), Voxelize(0.5)])(
+        Sample(**{**vars(frame_sample()), "teacher_cache": None, "view": None})
+    )
+    assert c2.teacher_feats is None
+    with pytest.raises(ValueError, match="cached teacher features"):
+        collate([a, c2])
+
+
+def tiny_cfg(root: Path, *extra: str) -> PretrainConfig:
+    return load_config(PretrainConfig, None, [f"data.root={root}", *TINY_PRETRAIN, *extra])
+
+
+def test_cache_is_filled_once_reused_and_refreshed_when_a_frame_changes(
+    tiny_synth: Path, tmp_path: Path
+) -> None:
+    cfg = tiny_cfg(tiny_synth, f"data.cache_dir={tmp_path / 'cache'}")
+    splits = frame_splits(cfg.data, verbose=False)
+    frames = splits.train + splits.heldout
+    teacher = build_teacher(cfg.teacher.name, cfg.teacher.weights, cfg.teacher.layers)
+    cache, stats = fill_feature_cache(cfg, frames, teacher, verbose=False)
+    assert (stats["computed"], stats["reused"]) == (len(frames), 0)
+    assert json.loads((cache.root / "recipe.json").read_text())["layers"] == teacher.layers
+    entry = cache.load(frames[0].folder, frames[0].index)
+    assert entry is not None and all(m.dtype == torch.float16 for m in entry.maps)
+    _, stats = fill_feature_cache(cfg, frames, teacher, verbose=False)
+    assert (stats["computed"], stats["reused"]) == (0, len(frames))
+    # touching one frame's colour file invalidates just that frame
+    color = frames[1].folder.frame_files(frames[1].folder.frames[frames[1].index])[0]
+    st = color.stat()
+    os.utime(color, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    _, stats = fill_feature_cache(cfg, frames, teacher, verbose=False)
+    assert (stats["computed"], stats["reused"]) == (1, len(frames) - 1)
+
+    # evaluation transform (whole frame resized): cached features equal the teacher's, up to float16
+    loader = make_loader(cfg.data, frames[:2], 2, train=False, num_workers=0, feature_cache=cache)
+    batch = next(iter(loader))
+    assert batch.teacher_feats is not None
+    live = teacher(batch.images)
+    for got, want in zip(batch.teacher_feats, live):
+        assert got.shape == want.shape
+        err = (got - want).abs().max() / want.abs().max()
+        assert float(err) < 1e-2
+
+
+def test_missing_cache_entry_is_a_clear_error(tiny_synth: Path, tmp_path: Path) -> None:
+    from ppkt.errors import DataError
+
+    cfg = tiny_cfg(tiny_synth, f"data.cache_dir={tmp_path / 'c'}")
+    splits = frame_splits(cfg.data, verbose=False)
+    cache, _ = fill_feature_cache(cfg, splits.train[:1], verbose=False)
+    loader = make_loader(cfg.data, splits.train[1:2], 1, train=True, num_workers=0, feature_cache=cache)
+    with pytest.raises(DataError, match="not in the teacher-feature cache.*cache-features"):
+        next(iter(loader))
+
+
+def test_cache_features_cli_then_cached_pretraining_and_retrieval_eval(
+    tiny_synth: Path, tmp_path: Path
+) -> None:
+    common = [f"data.root={tiny_synth}", f"data.cache_dir={tmp_path / 'cache'}", *TINY_PRETRAIN]
+    assert main(["cache-features", *common]) == 0
+    out = tmp_path / "run"
+    assert main(["pretrain", "--out", str(out), "teacher.cache=true", *common]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["teacher_cache"]["computed"] == 0  # everything came from `cache-features`
+    assert metrics["teacher_cache"]["reused"] == metrics["train_frames"] + metrics["heldout_frames"]
+    assert metrics["loss_final"] > 0
+
+    ev = tmp_path / "eval"
+    ckpt = out / "checkpoints" / "last.ckpt"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--task",
+                "retrieval",
+                "--ckpt",
+                str(ckpt),
+                "--data",
+                str(tiny_synth),
+                "--out",
+                str(ev),
+            ]
+        )
+        == 0
+    )
+    m = json.loads((ev / "metrics.json").read_text())
+    assert {"retrieval_top1", "retrieval_top1_random_init", "retrieval_chance"} <= set(m)
+    assert 0 <= m["retrieval_top1"] <= 1 and 0 < m["retrieval_chance"] <= 0.5
+    assert m["retrieval_frames"] == 2  # eval.retrieval_frames of the checkpoint's config
+    # a pretraining checkpoint is not a fine-tuning one and vice versa: clear errors
+    assert (
+        main(["evaluate", "--task", "retrieval", "--ckpt", str(tmp_path / "nope.ckpt"), "--out", str(ev)])
+        == 2
+    )
