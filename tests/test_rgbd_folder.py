@@ -230,3 +230,34 @@ def test_seven_scenes_real_frame() -> None:
     # the kitchen is a few metres across: every point lies within 5 m of the camera
     dist = (pts.points_world - torch.from_numpy(fr.pose[:3, 3])).norm(dim=1)
     assert float(dist.max()) < 5.0
+
+
+@pytest.mark.real_data
+def test_seven_scenes_frames_ten_apart_agree_in_the_world() -> None:
+    """Two real frames 10 apart, back-projected with their own poses, describe the same surfaces: the median
+    distance from one cloud to the nearest point of the other is under 2 cm."""
+    root = SHARED_DATA / "7scenes-redkitchen"
+    if not root.is_dir():
+        pytest.skip(f"real data folder {root} is absent")
+    folder = RGBDFolder(root, "7scenes")
+    clouds = []
+    for i in (100, 110):
+        fr = folder.read(i)
+        bp = backproject_depth(
+            torch.from_numpy(fr.depth).double(), torch.from_numpy(fr.K), torch.from_numpy(fr.pose), max_depth=4.0
+        )
+        clouds.append(bp.points_world.float())
+    g = torch.Generator().manual_seed(0)
+    a = clouds[0][torch.randperm(len(clouds[0]), generator=g)[:3000]]
+    b = clouds[1][torch.randperm(len(clouds[1]), generator=g)[:60000]]
+    nearest = torch.cat([torch.cdist(chunk, b).min(dim=1).values for chunk in a.split(500)])
+    assert float(nearest.median()) < 0.02
+    # the check can fail: with the second frame's pose swapped for a frame 60 apart it does
+    wrong = folder.read(170).pose
+    fr = folder.read(110)
+    bp = backproject_depth(
+        torch.from_numpy(fr.depth).double(), torch.from_numpy(fr.K), torch.from_numpy(wrong), max_depth=4.0
+    )
+    b = bp.points_world.float()[torch.randperm(len(bp.points_world), generator=g)[:60000]]
+    nearest = torch.cat([torch.cdist(chunk, b).min(dim=1).values for chunk in a.split(500)])
+    assert float(nearest.median()) > 0.02
