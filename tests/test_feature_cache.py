@@ -164,7 +164,7 @@ def test_missing_cache_entry_is_a_clear_error(tiny_synth: Path, tmp_path: Path) 
     splits = frame_splits(cfg.data, verbose=False)
     cache, _ = fill_feature_cache(cfg, splits.train[:1], verbose=False)
     loader = make_loader(cfg.data, splits.train[1:2], 1, train=True, num_workers=0, feature_cache=cache)
-    with pytest.raises(DataError, match="not in the teacher-feature cache.*cache-features"):
+    with pytest.raises(DataError, match=r"not in the teacher-feature cache.*cache-features"):
         next(iter(loader))
 
 

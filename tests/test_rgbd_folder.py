@@ -244,7 +244,10 @@ def test_seven_scenes_frames_ten_apart_agree_in_the_world() -> None:
     for i in (100, 110):
         fr = folder.read(i)
         bp = backproject_depth(
-            torch.from_numpy(fr.depth).double(), torch.from_numpy(fr.K), torch.from_numpy(fr.pose), max_depth=4.0
+            torch.from_numpy(fr.depth).double(),
+            torch.from_numpy(fr.K),
+            torch.from_numpy(fr.pose),
+            max_depth=4.0,
         )
         clouds.append(bp.points_world.float())
     g = torch.Generator().manual_seed(0)

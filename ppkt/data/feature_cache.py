@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ppkt.data.embedded import cache_root
-from ppkt.data.sources import FrameSource
+from ppkt.data.sources import FrameSource, files_fingerprint
 from ppkt.errors import DataError
 
 __all__ = ["FEATURE_CACHE_VERSION", "CachedFeatures", "FeatureCache", "files_fingerprint", "weights_identity"]
@@ -52,15 +52,6 @@ class CachedFeatures:
     strides: list[int]
     image_size: tuple[int, int]
     frame_size: tuple[int, int]
-
-
-def files_fingerprint(paths: Sequence[Path]) -> str:
-    """A hash of the names, sizes and modification times of ``paths`` (missing files count as -1)."""
-    h = hashlib.sha1()
-    for path in paths:
-        st = path.stat() if path.is_file() else None
-        h.update(f"{path.name}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1};".encode())
-    return h.hexdigest()
 
 
 def weights_identity(path: str | os.PathLike[str] | None) -> dict[str, Any] | None:

@@ -10,6 +10,10 @@
   recipe (:func:`fusion_recipe`: source folder, layout, voxel size, frame skip, depth range, frame names,
   file sizes/mtimes, the dataset's ``dataset.json`` recipe and classes). A stored recipe that does not match
   is detected and the scene is fused again.
+* Sources with an annotated mesh (e.g. :class:`~ppkt.data.scannet.ScanNetScene`) have an optional
+  ``labelled_cloud() -> FusedScene | None`` and ``label_files() -> [Path]``: :func:`load_or_fuse` then
+  voxel-downsamples the labelled cloud (:func:`voxel_downsample`) instead of fusing the unlabelled frames, and
+  the recipe fingerprints the label files too.
 
 The segmentation dataset over fused scenes (:class:`SceneSegmentationDataset`), scene splits, the
 limited-label subsets and :func:`voxel_labels` live in :mod:`ppkt.data.splits` (re-exported here).
@@ -32,7 +36,7 @@ import torch
 from torch import Tensor
 
 from ppkt.data.embedded import cache_root
-from ppkt.data.sources import FrameSource, open_scenes
+from ppkt.data.sources import FrameSource, files_fingerprint, open_scenes
 from ppkt.data.splits import SceneSegmentationDataset, voxel_labels
 from ppkt.errors import ConfigError, DataError
 from ppkt.geometry import backproject_depth, pack_keys
@@ -47,6 +51,8 @@ __all__ = [
     "fusion_recipe",
     "load_or_fuse",
     "load_or_fuse_all",
+    "mesh_scene",
+    "voxel_downsample",
     "voxel_labels",
 ]
 
@@ -101,12 +107,16 @@ def _used_frames(folder: FrameSource, frame_skip: int) -> list[int]:
 
 def _fingerprint(folder: FrameSource, frames: Sequence[int]) -> str:
     """A hash of the size and modification time of every file the fused frames read."""
-    h = hashlib.sha1()
-    for i in frames:
-        for path in folder.frame_files(folder.frames[i]):
-            st = path.stat() if path.is_file() else None
-            h.update(f"{path.name}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1};".encode())
-    return h.hexdigest()
+    return files_fingerprint([path for i in frames for path in folder.frame_files(folder.frames[i])])
+
+
+def _has_mesh_labels(folder: FrameSource) -> bool:
+    return callable(getattr(folder, "labelled_cloud", None))
+
+
+def _label_files(folder: FrameSource) -> list[Path]:
+    files = getattr(folder, "label_files", None)
+    return [Path(p) for p in files()] if callable(files) else []
 
 
 def _check_params(voxel_size: float, min_depth: float, max_depth: float) -> None:
@@ -144,6 +154,8 @@ def fusion_recipe(
         "files": _fingerprint(folder, frames),
         "dataset": None if info is None else {"recipe": info["recipe"], "classes": info.get("classes")},
     }
+    if _has_mesh_labels(folder):  # only then: the recipes (and caches) of other sources stay as they were
+        recipe["mesh"] = files_fingerprint(_label_files(folder))
     return dict(_jsonable(recipe))
 
 
@@ -267,6 +279,34 @@ def fuse_scene(
     return FusedScene(folder.scene, xyz.numpy(), rgb.numpy(), label.numpy(), num_classes, names)
 
 
+def voxel_downsample(cloud: FusedScene, voxel_size: float) -> FusedScene:
+    """One point per ``voxel_size`` voxel of ``cloud``: mean xyz and rgb, majority-vote label (0 never votes,
+    ties go to the smaller id), voxels in (x, y, z) order; names and classes are kept."""
+    if not (voxel_size > 0 and math.isfinite(voxel_size)):
+        raise ConfigError(f"voxel_size must be a positive number, got {voxel_size}")
+    xyz = torch.from_numpy(np.asarray(cloud.xyz, dtype=np.float64))
+    rgb = torch.from_numpy(np.asarray(cloud.rgb, dtype=np.float64)) * 255.0  # the accumulator divides by 255
+    acc = _Accumulator()
+    label = torch.from_numpy(np.asarray(cloud.label, dtype=np.int64))
+    acc.add(torch.floor(xyz / voxel_size).long(), xyz, rgb, label)
+    out_xyz, out_rgb, out_label = acc.result()
+    return FusedScene(
+        cloud.name, out_xyz.numpy(), out_rgb.numpy(), out_label.numpy(), cloud.num_classes, cloud.class_names
+    )
+
+
+def mesh_scene(folder: FrameSource, voxel_size: float) -> FusedScene | None:
+    """The source's labelled cloud (its optional ``labelled_cloud()``, e.g. an annotated mesh),
+    voxel-downsampled with :func:`voxel_downsample`, or ``None`` when the source has none."""
+    get = getattr(folder, "labelled_cloud", None)
+    cloud = get() if callable(get) else None
+    if not isinstance(cloud, FusedScene):
+        return None
+    if len(cloud) == 0:
+        raise DataError(f"{folder.root}: the labelled cloud has no points")
+    return voxel_downsample(cloud, voxel_size)
+
+
 def _cache_file(folder: FrameSource, recipe: dict[str, Any], cache_dir: str | Path | None) -> Path:
     """``<cache root>/fused-<hash of the dataset folder and parameters>/<scene>.npz``."""
     keys = ("version", "layout", "voxel_size", "frame_skip", "min_depth", "max_depth", "skip_bad")
@@ -313,6 +353,9 @@ def load_or_fuse(
 ) -> FusedScene:
     """:func:`fuse_scene` through a cache that stores each scene with its :func:`fusion_recipe`.
 
+    A source with a labelled cloud (``labelled_cloud()`` returning a :class:`FusedScene`, e.g. a ScanNet
+    scene with its annotated mesh) gives :func:`mesh_scene` instead of fused frames.
+
     The cache is ``<cache_dir or $PPKT_CACHE_DIR or ~/.cache/ppkt>/fused-<hash>/<scene>.npz`` (never inside
     the dataset, so read-only datasets work). A cached file whose stored recipe differs from the current one
     (other frames, changed files, another ``dataset.json`` recipe, a new :data:`FUSION_VERSION`) is replaced.
@@ -325,9 +368,12 @@ def load_or_fuse(
     cached = _read_cache(path, recipe)
     if cached is not None:
         return cached
+    scene = mesh_scene(folder, voxel_size)  # an annotated mesh, when the source has one
     if verbose:
-        print(f"[ppkt] fusing scene {folder.root} into {path}")
-    scene = fuse_scene(folder, skip_bad=skip_bad, **params)
+        what = "labelled mesh of scene" if scene is not None else "fusing scene"
+        print(f"[ppkt] {what} {folder.root} into {path}")
+    if scene is None:
+        scene = fuse_scene(folder, skip_bad=skip_bad, **params)
     meta = {
         "recipe": recipe,
         "name": scene.name,

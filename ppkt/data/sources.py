@@ -6,19 +6,22 @@ pretraining datasets, the held-out split, scene fusion and its cache — only us
 :class:`FrameSource` protocol, so a new format is one reader class plus one entry in :data:`SCENE_READERS`.
 
 ``data.layout`` names a reader: ``generic`` and ``7scenes`` (:class:`~ppkt.data.rgbd_folder.RGBDFolder`
-with a :class:`~ppkt.data.rgbd_folder.FolderLayout` preset); further formats register themselves here.
+with a :class:`~ppkt.data.rgbd_folder.FolderLayout` preset), ``scannet``
+(:class:`~ppkt.data.scannet.ScanNetScene`) and ``tum`` (:class:`~ppkt.data.tum.TUMScene`); further formats
+register themselves here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from ppkt.data.rgbd_folder import LAYOUTS, Frame, RGBDFolder, list_scenes
 from ppkt.errors import ConfigError
 
-__all__ = ["SCENE_READERS", "FrameSource", "known_layouts", "open_scenes"]
+__all__ = ["SCENE_READERS", "FrameSource", "files_fingerprint", "known_layouts", "open_scenes"]
 
 
 @runtime_checkable
@@ -43,6 +46,15 @@ class FrameSource(Protocol):
         ...
 
 
+def files_fingerprint(paths: Sequence[Path]) -> str:
+    """A hash of the names, sizes and modification times of ``paths`` (missing files count as -1)."""
+    h = hashlib.sha1()
+    for path in paths:
+        st = path.stat() if path.is_file() else None
+        h.update(f"{path.name}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1};".encode())
+    return h.hexdigest()
+
+
 #: ``data.layout`` name -> ``open(root) -> [FrameSource, ...]`` (one per scene, naturally sorted).
 SCENE_READERS: dict[str, Callable[[Path], list[FrameSource]]] = {}
 
@@ -56,6 +68,22 @@ def _folder_reader(layout: str) -> Callable[[Path], list[FrameSource]]:
 
 for _name in LAYOUTS:
     SCENE_READERS[_name] = _folder_reader(_name)
+
+
+def _open_scannet(root: Path) -> list[FrameSource]:
+    from ppkt.data.scannet import open_scannet  # imported on use: opening other layouts never loads it
+
+    return [scene for scene in open_scannet(root)]
+
+
+def _open_tum(root: Path) -> list[FrameSource]:
+    from ppkt.data.tum import open_tum
+
+    return [scene for scene in open_tum(root)]
+
+
+SCENE_READERS["scannet"] = _open_scannet
+SCENE_READERS["tum"] = _open_tum
 
 
 def known_layouts() -> list[str]:
