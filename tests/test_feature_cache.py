@@ -207,3 +207,20 @@ def test_cache_features_cli_then_cached_pretraining_and_retrieval_eval(
         main(["evaluate", "--task", "retrieval", "--ckpt", str(tmp_path / "nope.ckpt"), "--out", str(ev)])
         == 2
     )
+
+
+def test_weights_identity_follows_files_and_folders(tmp_path: Path) -> None:
+    from ppkt.data.feature_cache import weights_identity
+
+    f = tmp_path / "w.pth"
+    f.write_bytes(b"abc")
+    folder = tmp_path / "dinov2"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"1234")
+    a, d = weights_identity(f), weights_identity(folder)
+    f.write_bytes(b"abcd")
+    (folder / "model.safetensors").write_bytes(b"12345")
+    assert weights_identity(f) != a and weights_identity(folder) != d
+    assert weights_identity(None) is None and weights_identity("facebook/dinov2-small") == {
+        "id": "facebook/dinov2-small"
+    }

@@ -55,12 +55,19 @@ class CachedFeatures:
 
 
 def weights_identity(path: str | os.PathLike[str] | None) -> dict[str, Any] | None:
-    """``{path, size, mtime_ns}`` of a weights file (``None`` for a teacher's default weights)."""
+    """``{path, size, mtime_ns}`` of a weights file, or ``{path, files}`` (a fingerprint of every file in
+    it) for a weights folder such as a DINOv2 ``save_pretrained`` directory; a model id that is not a path
+    is kept as given. ``None`` for a teacher's default weights."""
     if path is None:
         return None
-    p = Path(path).expanduser().resolve()
-    st = p.stat() if p.exists() else None
-    return {"path": str(p), "size": st.st_size if st else -1, "mtime_ns": st.st_mtime_ns if st else -1}
+    p = Path(path).expanduser()
+    if p.is_dir():
+        files = sorted(f for f in p.resolve().rglob("*") if f.is_file())
+        return {"path": str(p.resolve()), "files": files_fingerprint(files)}
+    if not p.exists():
+        return {"id": str(path)}
+    st = p.resolve().stat()
+    return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 class FeatureCache:
