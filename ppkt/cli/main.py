@@ -80,6 +80,19 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     run_demo(cfg, args.out)
 
 
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from ppkt.bench import run_bench
+
+    run_bench(
+        args.out,
+        quick=args.quick,
+        threads=args.threads,
+        cases=args.cases,
+        device=args.device,
+        sizes=args.sizes,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ppkt",
@@ -163,6 +176,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="overrides, e.g. pretrain.trainer.max_epochs=4 finetune.trainer.max_steps=100 seeds=[0,1]",
     )
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser(
+        "bench", help="benchmark sparse conv, student step, frame pipeline, pretraining (vs spconv/Open3D)"
+    )
+    p.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats (well under 2 min)")
+    p.add_argument("--out", default="runs/bench", help="folder for bench.json")
+    p.add_argument("--threads", type=int, help="torch threads for ppkt (default: torch's current setting)")
+    p.add_argument(
+        "--cases",
+        help="comma-separated subset of: sparse_conv_layer, unet_step, gemm_efficiency, frame_pipeline, "
+        "pretrain_throughput, memory (default: all)",
+    )
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
+    p.add_argument(
+        "--sizes",
+        choices=["full", "quick", "tiny"],
+        help="size preset (default: quick with --quick, else full; tiny is for tests)",
+    )
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

@@ -16,8 +16,12 @@ class DemoConfig:
     label_fractions: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
     probe_labels: float = 1.0
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    workers: int = 2
+
 
     def validate(self) -> None:
+        if self.workers < 1:
+            raise ConfigError(f"config key 'workers': must be >= 1, got {self.workers}")
         if not self.seeds:
             raise ConfigError("config key 'seeds': at least one seed is needed")
         if not self.label_fractions or not all(0 < f <= 1 for f in self.label_fractions):

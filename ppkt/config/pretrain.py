@@ -69,7 +69,7 @@ class UPLConfig:
 @dataclass
 class StudentConfig:
     name: str = "unet_small"
-    backend: Literal["torch"] = "torch"
+    backend: Literal["torch", "spconv"] = "torch"
 
 
 @dataclass

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import copy
 import json
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from ppkt.config import dump_config
+from ppkt.config import dump_config, from_dict, to_dict
 from ppkt.config.demo import DemoConfig
 from ppkt.config.finetune import FinetuneConfig
 from ppkt.data.sources import open_scenes
@@ -17,7 +20,7 @@ from ppkt.training.finetune import run_finetune
 from ppkt.training.pretrain import run_pretrain
 from ppkt.training.pretrain_module import PPKTPretrainModule
 from ppkt.training.report import feature_image, gains, plot_report, report_markdown, summarize
-from ppkt.training.seg_data import load_scene_splits
+from ppkt.training.seg_data import SceneSplits, load_scene_splits
 
 
 def align_finetune_data(cfg: DemoConfig) -> None:
@@ -46,18 +49,19 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
         (init, False, f) for f in cfg.label_fractions for init in ("scratch", "pretrained")
     ]
     jobs += [(init, True, cfg.probe_labels) for init in ("scratch", "pretrained")]
-    runs = []
+    threads = cfg.finetune.trainer.threads
+    if cfg.workers > 1:  # share the cores between the worker processes
+        threads = max(1, (os.cpu_count() or 1) // cfg.workers)
+    todo: list[tuple[str, FinetuneConfig]] = []
     for seed in cfg.seeds:
         for init, probe, labels in jobs:
             fc: FinetuneConfig = copy.deepcopy(cfg.finetune)
             fc.init = "scratch" if init == "scratch" else str(ckpt)
             fc.probe, fc.labels, fc.trainer.seed = probe, labels, seed
             fc.trainer.progress_bar = False
-            name = f"{'probe' if probe else 'finetune'}-{init}-labels{labels:g}-seed{seed}"
-            t0 = time.time()
-            m = run_finetune(fc, out / "runs" / name, splits=splits, verbose=False)
-            runs.append(m)
-            print(f"[ppkt] {name}: test mIoU {m['test']['miou']:.2f} ({time.time() - t0:.0f} s)")
+            fc.trainer.threads = threads
+            todo.append((f"{'probe' if probe else 'finetune'}-{init}-labels{labels:g}-seed{seed}", fc))
+    runs = run_jobs(todo, out / "runs", cfg.workers, splits)
 
     rows = summarize(runs)
     gain_rows = gains(rows)
@@ -76,6 +80,36 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     print((out / "report.md").read_text())
     return result
+
+
+def _job(cfg: dict[str, Any], out: str) -> dict[str, Any]:
+    """One fine-tuning run in a worker process (a fresh process per run: no memory carried over)."""
+    return run_finetune(from_dict(FinetuneConfig, cfg), out, verbose=False)
+
+
+def run_jobs(
+    jobs: list[tuple[str, FinetuneConfig]], out: Path, workers: int, splits: SceneSplits
+) -> list[dict[str, Any]]:
+    """Run the fine-tuning jobs, ``workers`` at a time in fresh processes (``workers == 1``: in this process,
+    reusing the loaded ``splits``); results in job order."""
+    results: dict[str, dict[str, Any]] = {}
+
+    def done(name: str, m: dict[str, Any]) -> None:
+        results[name] = m
+        print(f"[ppkt] {name}: test mIoU {m['test']['miou']:.2f} ({m['wall_time_s']:.0f} s)")
+
+    if workers == 1:
+        for name, fc in jobs:
+            done(name, run_finetune(fc, out / name, splits=splits, verbose=False))
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx, max_tasks_per_child=1) as pool:
+            futures = {}
+            for name, fc in jobs:
+                futures[pool.submit(_job, to_dict(fc), str(out / name))] = name
+            for fut in as_completed(futures):
+                done(futures[fut], fut.result())
+    return [results[name] for name, _ in jobs]
 
 
 def feature_panels(cfg: DemoConfig, ckpt: Path) -> list[tuple[str, Any]]:

@@ -34,7 +34,7 @@ class PPKTPretrainModule(L.LightningModule):
         self.upl = UpsamplingProjection(
             self.teacher.out_channels, self.teacher.strides, cfg.upl.dim, cfg.upl.output_stride
         )
-        self.student = build_student(cfg.student.name, in_channels)
+        self.student = build_student(cfg.student.name, in_channels, backend=cfg.student.backend)
         self.head = ProjectionHead(self.student.out_channels, cfg.upl.dim)
         loss = build_loss(cfg.loss.name, temperature=cfg.loss.temperature, num_pairs=cfg.loss.num_pairs)
         assert isinstance(loss, PPNCELoss)

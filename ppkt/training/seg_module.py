@@ -68,7 +68,7 @@ class SegmentationModule(L.LightningModule):
         self.cfg = from_dict(FinetuneConfig, config)
         self.class_names = class_names
         self.num_classes = num_classes
-        self.student = build_student(self.cfg.student.name, in_channels)
+        self.student = build_student(self.cfg.student.name, in_channels, backend=self.cfg.student.backend)
         self.head = SegmentationHead(self.student.out_channels, num_classes)
         self.confusion = MulticlassConfusionMatrix(num_classes, ignore_index=IGNORE)
         if self.cfg.probe:

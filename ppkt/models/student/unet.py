@@ -38,6 +38,8 @@ class SparseUNet(nn.Module):
         stem_kernel: odd kernel size of the stem's submanifold conv.
         out_channels: if given, a final 1x1 conv (with bias) maps ``planes[7] -> out_channels``.
         bn_momentum: momentum of every BatchNorm.
+        backend: ``"torch"`` (default) or ``"spconv"`` (:mod:`ppkt.models.student.spconv_backend`); the
+            parameters and state dict are the same for both.
     """
 
     def __init__(
@@ -49,8 +51,12 @@ class SparseUNet(nn.Module):
         stem_kernel: int = 5,
         out_channels: int | None = None,
         bn_momentum: float = 0.1,
+        backend: str = "torch",
     ) -> None:
         super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown sparse-conv backend {backend!r}; choose one of {list(BACKENDS)}")
+        self.backend = backend
         planes, layers = tuple(planes), tuple(layers)
         if len(planes) != 8 or len(layers) != 8:
             raise ValueError(f"planes and layers need 8 entries each, got {len(planes)} and {len(layers)}")
@@ -89,6 +95,10 @@ class SparseUNet(nn.Module):
     def forward(self, x: SparseTensor) -> Tensor:
         if x.num_channels != self.in_channels:
             raise ValueError(f"SparseUNet expects {self.in_channels} input channels, got {x.num_channels}")
+        if self.backend == "spconv":
+            from ppkt.models.student.spconv_backend import spconv_forward
+
+            return spconv_forward(self, x.feats, x.coords)
         y = self.stem(x)
         skips = [y]
         for down, enc in zip(self.down, self.enc):
@@ -101,6 +111,10 @@ class SparseUNet(nn.Module):
             y = self.head(y)
         return y.feats
 
+
+#: ``student.backend`` values: ``torch`` (ours, pure PyTorch, CPU and CUDA) or ``spconv`` (spconv 2.x, for
+#: CUDA users; same parameters and state dict, so checkpoints move between backends).
+BACKENDS = ("torch", "spconv")
 
 STUDENT_PRESETS: dict[str, dict[str, Any]] = {
     # CPU default: one block per level, narrow channels.
