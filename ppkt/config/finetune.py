@@ -56,7 +56,7 @@ class SegOptimConfig:
 
 @dataclass
 class SegTrainerConfig:
-    max_steps: int = 40
+    max_steps: int = 50
     batch_size: int = 2
     val_every_n_steps: int = 0
     precision: str = "auto"

@@ -40,7 +40,7 @@ class DataConfig:
     up_axis: Literal[0, 1, 2] = 2
     features: list[str] = field(default_factory=lambda: ["rgb"])
     skip_bad: bool = False
-    num_workers: int = 1
+    num_workers: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def validate(self) -> None:
@@ -56,7 +56,9 @@ class DataConfig:
 class TeacherConfig:
     name: str = "efficientnet_lite0"
     weights: str | None = None
-    layers: list[str] | None = field(default_factory=lambda: ["stage2", "stage3", "stage5", "stage7"])
+    layers: list[str] | None = field(
+        default_factory=lambda: ["stage1", "stage2", "stage3", "stage5", "stage7"]
+    )
     cache: bool = False
 
 
@@ -75,14 +77,14 @@ class StudentConfig:
 @dataclass
 class LossConfig:
     name: str = "ppnce"
-    temperature: float = 0.07
+    temperature: float = 0.04
     num_pairs: int = 4096
 
 
 @dataclass
 class OptimConfig:
     name: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 2e-3
+    lr: float = 4e-3
     weight_decay: float = 1e-4
     momentum: float = 0.9
     warmup_steps: int = 20
@@ -91,7 +93,7 @@ class OptimConfig:
 
 @dataclass
 class TrainerConfig:
-    max_epochs: int = 8
+    max_epochs: int = 10
     max_steps: int = -1
     batch_size: int = 8
     precision: str = "auto"

@@ -83,7 +83,12 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
 
 
 def _job(cfg: dict[str, Any], out: str) -> dict[str, Any]:
-    """One fine-tuning run in a worker process (a fresh process per run: no memory carried over)."""
+    """One fine-tuning run in a worker process (a fresh process per run: no memory carried over); Lightning's
+    per-run banners are silenced (the demo prints one line per run)."""
+    import logging
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     return run_finetune(from_dict(FinetuneConfig, cfg), out, verbose=False)
 
 
