@@ -92,3 +92,14 @@ def test_finetune_default_file_documents_exactly_the_defaults() -> None:
 
 def test_readme_shows_the_finetune_config_verbatim() -> None:
     assert (REPO / "configs" / "finetune.yaml").read_text() in (REPO / "README.md").read_text()
+
+
+def test_cli_overrides_on_both_sides_of_options() -> None:
+    from ppkt.cli.main import parse_args
+
+    args = parse_args(["pretrain", "a.b=1", "--out", "/tmp/x", "c=2", "--resume", "last", "d.e=[1, 2]"])
+    assert args.overrides == ["a.b=1", "c=2", "d.e=[1, 2]"] and args.out == "/tmp/x" and args.resume == "last"
+    with pytest.raises(SystemExit):
+        parse_args(["pretrain", "--out", "/tmp/x", "a=1", "--bogus"])
+    with pytest.raises(SystemExit):
+        parse_args(["evaluate", "--ckpt", "c.ckpt", "x=1"])  # evaluate takes no overrides
