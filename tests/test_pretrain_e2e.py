@@ -27,6 +27,7 @@ def test_pretrain_writes_config_checkpoints_logs_and_metrics(tiny_synth: Path, t
     assert cfg["data"]["root"] == str(tiny_synth) and cfg["loss"]["num_pairs"] == 256
     assert (out / "checkpoints" / "last.ckpt").is_file()
     assert (out / "checkpoints" / "best.ckpt").is_file()  # lowest held-out loss
+    assert (out / "features.png").stat().st_size > 1000  # PCA of the point features, held-out frame
     assert "train/loss" in (out / "csv" / "version_0" / "metrics.csv").read_text()
     assert any(
         p.name.startswith("events.out.tfevents") for p in (out / "tensorboard" / "version_0").iterdir()

@@ -19,7 +19,7 @@ from ppkt.data.sources import open_scenes
 from ppkt.training.finetune import run_finetune
 from ppkt.training.pretrain import run_pretrain
 from ppkt.training.pretrain_module import PPKTPretrainModule
-from ppkt.training.report import feature_image, gains, plot_report, report_markdown, summarize
+from ppkt.training.report import gains, plot_report, pretraining_panels, report_markdown, summarize
 from ppkt.training.seg_data import SceneSplits, load_scene_splits
 
 
@@ -129,9 +129,4 @@ def feature_panels(cfg: DemoConfig, ckpt: Path) -> list[tuple[str, Any]]:
 
     L.seed_everything(p.trainer.seed, verbose=False)
     random_init = PPKTPretrainModule(trained.hparams["config"], trained.hparams["in_channels"])
-    args = (p.data.voxel_size, list(p.data.features), p.data.up_axis)
-    return [
-        ("held-out frame (RGB)", frame.color),
-        ("pretrained features (PCA)", feature_image(trained, frame, *args)),
-        ("random-init features (PCA)", feature_image(random_init, frame, *args)),
-    ]
+    return pretraining_panels(trained, random_init, frame)

@@ -12,10 +12,12 @@ from typing import Any
 import lightning as L
 
 from ppkt.config import PretrainConfig
+from ppkt.errors import DataError
 from ppkt.training.common import checkpoint_callback, resolve_precision, run_loggers, start_run
 from ppkt.training.data import frame_splits, make_loader, num_input_features
 from ppkt.training.feature_cache import fill_feature_cache
 from ppkt.training.pretrain_module import PPKTPretrainModule
+from ppkt.training.report import pretraining_panels, save_panels
 from ppkt.training.retrieval import retrieval_top1
 
 
@@ -91,8 +93,15 @@ def run_pretrain(cfg: PretrainConfig, out: str | Path, resume: str | None = None
         held = splits.heldout[: cfg.eval.retrieval_frames]
         loader = make_loader(cfg.data, held, bs, train=False, num_workers=0)
         trained = retrieval_top1(module, loader, cfg.eval.retrieval_points, seed=cfg.trainer.seed)
-        module.load_state_dict(init_state)
-        random_init = retrieval_top1(module, loader, cfg.eval.retrieval_points, seed=cfg.trainer.seed)
+        fresh = copy.deepcopy(module)
+        fresh.load_state_dict(init_state)
+        random_init = retrieval_top1(fresh, loader, cfg.eval.retrieval_points, seed=cfg.trainer.seed)
+        # what the student learned, at a glance: PCA of its point features on the first held-out frame
+        ref = splits.heldout[0]
+        try:
+            save_panels(out / "features.png", pretraining_panels(module, fresh, ref.folder.read(ref.index)))
+        except DataError as e:
+            print(f"[ppkt] features.png skipped: {e}")
         metrics.update(
             retrieval_top1_heldout=trained.top1,
             retrieval_top1_random_init=random_init.top1,

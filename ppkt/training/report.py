@@ -157,3 +157,30 @@ def plot_report(path: Path, rows: list[dict[str, Any]], panels: list[tuple[str, 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def pretraining_panels(
+    trained: PPKTPretrainModule, random_init: PPKTPretrainModule, frame: Frame
+) -> list[tuple[str, np.ndarray]]:
+    """RGB of ``frame`` next to PCA renderings of the trained and the random-init student's point features."""
+    d = trained.cfg.data
+    args = (d.voxel_size, list(d.features), d.up_axis)
+    with torch.no_grad():
+        return [
+            (f"{frame.scene}/{frame.name} (RGB)", frame.color),
+            ("pretrained features (PCA)", feature_image(trained, frame, *args)),
+            ("random-init features (PCA)", feature_image(random_init, frame, *args)),
+        ]
+
+
+def save_panels(path: Path, panels: list[tuple[str, np.ndarray]]) -> None:
+    """One row of titled images."""
+    fig = plt.figure(figsize=(4.2 * len(panels), 3.6))
+    for i, (title, img) in enumerate(panels):
+        a = fig.add_subplot(1, len(panels), i + 1)
+        a.imshow(img)
+        a.set_title(title)
+        a.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
