@@ -149,14 +149,19 @@ def plot_report(path: Path, rows: list[dict[str, Any]], panels: list[tuple[str, 
     ax.set_ylabel("test mIoU (%)")
     ax.grid(alpha=0.3)
     ax.legend()
-    for i, (title, img) in enumerate(panels):
-        a = fig.add_subplot(2, len(panels), len(panels) + i + 1)
-        a.imshow(img)
-        a.set_title(title)
-        a.axis("off")
+    _image_row(fig, panels, rows=2, row=1)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _image_row(fig: Any, panels: list[tuple[str, np.ndarray]], rows: int, row: int) -> None:
+    """Draw titled images as row ``row`` (0-based) of a ``rows × len(panels)`` grid."""
+    for i, (title, img) in enumerate(panels):
+        a = fig.add_subplot(rows, len(panels), row * len(panels) + i + 1)
+        a.imshow(img)
+        a.set_title(title)
+        a.axis("off")
 
 
 def pretraining_panels(
@@ -176,11 +181,7 @@ def pretraining_panels(
 def save_panels(path: Path, panels: list[tuple[str, np.ndarray]]) -> None:
     """One row of titled images."""
     fig = plt.figure(figsize=(4.2 * len(panels), 3.6))
-    for i, (title, img) in enumerate(panels):
-        a = fig.add_subplot(1, len(panels), i + 1)
-        a.imshow(img)
-        a.set_title(title)
-        a.axis("off")
+    _image_row(fig, panels, rows=1, row=0)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
