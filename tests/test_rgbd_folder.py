@@ -264,3 +264,21 @@ def test_seven_scenes_frames_ten_apart_agree_in_the_world() -> None:
     b = bp.points_world.float()[torch.randperm(len(bp.points_world), generator=g)[:60000]]
     nearest = torch.cat([torch.cdist(chunk, b).min(dim=1).values for chunk in a.split(500)])
     assert float(nearest.median()) > 0.02
+
+
+def test_truncated_image_is_closed_not_leaked(tmp_path: Path) -> None:
+    """A truncated PNG fails in ``load()``; the reader closes it at once (no ResourceWarning later)."""
+    import gc
+    import warnings
+
+    from ppkt.data.rgbd_folder import read_uint16
+
+    path = tmp_path / "depth.png"
+    Image.fromarray(np.zeros((40, 40), np.uint16)).save(path)
+    path.write_bytes(path.read_bytes()[:60])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(DataError, match="corrupt or unreadable depth image"):
+            read_uint16(path, "depth")
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []

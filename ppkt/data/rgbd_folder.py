@@ -189,10 +189,13 @@ def read_pose(path: Path) -> np.ndarray:
 def _open_image(path: Path, what: str) -> Image.Image:
     if not path.is_file():
         raise DataError(f"{path}: missing {what} image")
+    img: Image.Image | None = None
     try:
         img = Image.open(path)
         img.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        if img is not None:  # a truncated file fails in load(): close it now, not at garbage collection
+            img.close()
         raise DataError(f"{path}: corrupt or unreadable {what} image ({e})") from e
     return img
 
