@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Sequence
 
 from ppkt.errors import WeightsError
-from ppkt.models.teachers.base import Teacher, load_weights
+from ppkt.models.teachers.base import Teacher, load_weights, select_layers
 from ppkt.models.teachers.dinov2 import DINOV2_MODEL_IDS, DINOv2, load_dinov2
 from ppkt.models.teachers.efficientnet_lite import (
     EFFICIENTNET_LITE0_LAYERS,
@@ -30,7 +30,6 @@ from ppkt.models.teachers.resnet import (
     ResNet,
     load_resnet_weights,
     resnet_layers,
-    select_layers,
 )
 
 __all__ = [

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import abc
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from ppkt.errors import WeightsError
 
-__all__ = ["Teacher", "load_weights"]
+__all__ = ["Teacher", "load_weights", "select_layers"]
 
 
 class Teacher(nn.Module, abc.ABC):
@@ -121,3 +121,20 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
         raise WeightsError(f"weights file {path} has non-finite values in {nonfinite[:5]}")
     model.load_state_dict(state, strict=True)
     return model
+
+
+def select_layers(
+    teacher: str, layers: Sequence[str] | None, choices: Sequence[str], default: Sequence[str]
+) -> list[str]:
+    """Validate requested layer names (``None`` -> ``default``); ``ValueError`` lists ``choices``."""
+    if isinstance(layers, str):
+        raise ValueError(f"{teacher}: layers must be a list of names, got the string {layers!r}")
+    out = list(default if layers is None else layers)
+    if not out:
+        raise ValueError(f"{teacher}: layers is empty; choose from {list(choices)}")
+    unknown = [n for n in out if n not in choices]
+    if unknown or len(set(out)) != len(out):
+        raise ValueError(
+            f"{teacher}: invalid layers {out} (unknown {unknown} or duplicates); choose from {list(choices)}"
+        )
+    return out

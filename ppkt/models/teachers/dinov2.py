@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ppkt.errors import WeightsError
-from ppkt.models.teachers.base import Teacher
-from ppkt.models.teachers.resnet import IMAGENET_MEAN, IMAGENET_STD, select_layers
+from ppkt.models.teachers.base import Teacher, select_layers
+from ppkt.models.teachers.resnet import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["DINOV2_MODEL_IDS", "DINOv2", "import_transformers", "load_dinov2"]
 

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ppkt.errors import WeightsError
-from ppkt.models.teachers.base import Teacher, load_weights
+from ppkt.models.teachers.base import Teacher, load_weights, select_layers
 
 __all__ = [
     "EFFICIENTNET_LITE0_LAYERS",
@@ -141,20 +141,9 @@ class EfficientNetLite0(Teacher):
         self, layers: Sequence[str] | None = None, weights: str | os.PathLike[str] | None = None
     ) -> None:
         super().__init__()
-        if isinstance(layers, str):
-            raise ValueError(f"{self.name}: layers must be a list of names, got the string {layers!r}")
-        layers = list(DEFAULT_LAYERS if layers is None else layers)
-        if not layers:
-            raise ValueError(f"{self.name}: layers is empty; choose from {list(EFFICIENTNET_LITE0_LAYERS)}")
-        unknown = [n for n in layers if n not in EFFICIENTNET_LITE0_LAYERS]
-        if unknown or len(set(layers)) != len(layers):
-            raise ValueError(
-                f"{self.name}: invalid layers {layers} (unknown {unknown} or duplicates); "
-                f"choose from {list(EFFICIENTNET_LITE0_LAYERS)}"
-            )
-        self.layers = layers
-        self.out_channels = [EFFICIENTNET_LITE0_LAYERS[n][0] for n in layers]
-        self.strides = [EFFICIENTNET_LITE0_LAYERS[n][1] for n in layers]
+        self.layers = select_layers(self.name, layers, list(EFFICIENTNET_LITE0_LAYERS), DEFAULT_LAYERS)
+        self.out_channels = [EFFICIENTNET_LITE0_LAYERS[n][0] for n in self.layers]
+        self.strides = [EFFICIENTNET_LITE0_LAYERS[n][1] for n in self.layers]
 
         self._conv_stem = SameConv2d(3, STEM_CHANNELS, 3, 2)
         self._bn0 = nn.BatchNorm2d(STEM_CHANNELS, eps=BN_EPS)

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ppkt.errors import WeightsError
-from ppkt.models.teachers.base import Teacher
+from ppkt.models.teachers.base import Teacher, select_layers
 
 __all__ = [
     "DEFAULT_LAYERS",
@@ -62,7 +62,6 @@ __all__ = [
     "load_resnet_weights",
     "read_resnet_state_dict",
     "resnet_layers",
-    "select_layers",
 ]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -142,23 +141,6 @@ def resnet_layers(arch: str) -> dict[str, tuple[int, int]]:
         "layer3": (256 * e, 16),
         "layer4": (512 * e, 32),
     }
-
-
-def select_layers(
-    teacher: str, layers: Sequence[str] | None, choices: Sequence[str], default: Sequence[str]
-) -> list[str]:
-    """Validate requested layer names (``None`` -> ``default``); ``ValueError`` lists ``choices``."""
-    if isinstance(layers, str):
-        raise ValueError(f"{teacher}: layers must be a list of names, got the string {layers!r}")
-    out = list(default if layers is None else layers)
-    if not out:
-        raise ValueError(f"{teacher}: layers is empty; choose from {list(choices)}")
-    unknown = [n for n in out if n not in choices]
-    if unknown or len(set(out)) != len(out):
-        raise ValueError(
-            f"{teacher}: invalid layers {out} (unknown {unknown} or duplicates); choose from {list(choices)}"
-        )
-    return out
 
 
 class ResNet(Teacher):
