@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import lightning as L
 import torch
@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from ppkt.config import dump_config, to_dict
+from ppkt.errors import WeightsError
 
 
 def resolve_precision(precision: str, accelerator: str) -> Any:
@@ -61,3 +62,18 @@ def start_run(cfg: Any, out: str | Path, seed: int, threads: int | None, verbose
     if verbose:
         print("[ppkt] resolved config:\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False))
     return run_dir
+
+
+M = TypeVar("M", bound=L.LightningModule)
+
+
+def load_run_checkpoint(cls: type[M], path: str | Path, kind: str) -> M:
+    """Load a ``ppkt <kind>`` checkpoint on the CPU; a missing or foreign file is a :class:`WeightsError`
+    naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: checkpoint file does not exist")
+    try:
+        return cls.load_from_checkpoint(path, map_location="cpu")
+    except Exception as e:
+        raise WeightsError(f"{path}: not a ppkt {kind} checkpoint: {e}") from e

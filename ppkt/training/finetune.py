@@ -14,8 +14,13 @@ import torch
 from ppkt.config import FinetuneConfig, to_dict
 from ppkt.config.finetune import SegDataConfig
 from ppkt.data.scenes import FusedScene
-from ppkt.errors import WeightsError
-from ppkt.training.common import checkpoint_callback, resolve_precision, run_loggers, start_run
+from ppkt.training.common import (
+    checkpoint_callback,
+    load_run_checkpoint,
+    resolve_precision,
+    run_loggers,
+    start_run,
+)
 from ppkt.training.data import num_input_features
 from ppkt.training.seg_data import SceneSplits, eval_loader, load_scene_splits, train_loader
 from ppkt.training.seg_module import SegmentationModule, iou_from_confusion
@@ -122,12 +127,7 @@ def run_evaluate(
     """Evaluate a ``ppkt finetune`` checkpoint on ``split`` of ``data`` (a folder, or ``synthetic`` / None
     for the data the model was trained on)."""
     path = Path(ckpt_path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: checkpoint file does not exist")
-    try:
-        module = SegmentationModule.load_from_checkpoint(path, map_location="cpu")
-    except Exception as e:
-        raise WeightsError(f"{path}: not a ppkt finetune checkpoint: {e}") from e
+    module = load_run_checkpoint(SegmentationModule, path, "finetune")
     cfg = module.cfg
     if data not in (None, "synthetic"):
         cfg.data.root = str(data)

@@ -18,7 +18,8 @@ import torch
 from ppkt.data.datasets import FrameRef
 from ppkt.data.sample import Batch
 from ppkt.data.sources import open_scenes
-from ppkt.errors import ConfigError, WeightsError
+from ppkt.errors import ConfigError
+from ppkt.training.common import load_run_checkpoint
 from ppkt.training.data import data_root, frame_splits, make_loader, num_input_features
 from ppkt.training.pretrain_module import PPKTPretrainModule
 
@@ -92,12 +93,7 @@ def run_retrieval_eval(
     untrained student and UPL built from the same config and seed. Writes ``<out>/metrics.json``.
     """
     path = Path(ckpt_path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: checkpoint file does not exist")
-    try:
-        module = PPKTPretrainModule.load_from_checkpoint(path, map_location="cpu")
-    except Exception as e:
-        raise WeightsError(f"{path}: not a ppkt pretrain checkpoint: {e}") from e
+    module = load_run_checkpoint(PPKTPretrainModule, path, "pretrain")
     cfg = module.cfg
     cfg.teacher.cache = False
     n_points = num_points or cfg.eval.retrieval_points
