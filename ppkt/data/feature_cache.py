@@ -85,6 +85,7 @@ class FeatureCache:
         self.root = cache_root(None if cache_dir is None else str(cache_dir)) / f"teacher-{digest}"
         self.strides = [int(s) for s in self.recipe["strides"]]
         self.image_size = (int(self.recipe["image_size"][0]), int(self.recipe["image_size"][1]))
+        self._recipe_checked = False  # recipe.json is checked (or written) once, on the first store
 
     @staticmethod
     def make_recipe(
@@ -160,13 +161,15 @@ class FeatureCache:
         self, source: FrameSource, index: int, maps: Sequence[Tensor], frame_size: tuple[int, int]
     ) -> Path:
         """Write one frame's maps (each ``[1, C, h, w]`` or ``[C, h, w]``) as float16, atomically."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._check_recipe_file()
-        recipe_file = self.root / "recipe.json"
-        if not recipe_file.is_file():
-            tmp_recipe = recipe_file.with_name(f".recipe.json.tmp{os.getpid()}")
-            tmp_recipe.write_text(json.dumps(self.recipe, indent=2, sort_keys=True))
-            os.replace(tmp_recipe, recipe_file)
+        if not self._recipe_checked:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._check_recipe_file()
+            recipe_file = self.root / "recipe.json"
+            if not recipe_file.is_file():
+                tmp_recipe = recipe_file.with_name(f".recipe.json.tmp{os.getpid()}")
+                tmp_recipe.write_text(json.dumps(self.recipe, indent=2, sort_keys=True))
+                os.replace(tmp_recipe, recipe_file)
+            self._recipe_checked = True
         name = source.frames[index]
         path = self.path(source, name)
         entry = {
