@@ -41,6 +41,15 @@ def test_overrides_are_typed() -> None:
     assert load_config(PretrainConfig, overrides=["data.voxel_size=1"]).data.voxel_size == 1.0
 
 
+def test_exponent_without_dot_is_a_number(tmp_path: Path) -> None:
+    """PyYAML reads ``1e-4`` (no dot) as a string; a float key still takes it, on the command line and in
+    a file."""
+    assert load_config(PretrainConfig, overrides=["optim.lr=1e-4"]).optim.lr == pytest.approx(1e-4)
+    f = tmp_path / "c.yaml"
+    f.write_text("optim:\n  lr: 3e-3\n")
+    assert load_config(PretrainConfig, f).optim.lr == pytest.approx(3e-3)
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [

@@ -73,6 +73,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # PyYAML (YAML 1.1) reads exponents without a dot, e.g. 1e-4, as strings
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise _fail(key, value, "a number")
     if tp is str:
         if isinstance(value, str):
