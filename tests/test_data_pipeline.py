@@ -16,6 +16,7 @@ from ppkt.data.rgbd_folder import Frame, RGBDFolder
 from ppkt.data.sample import Sample, collate
 from ppkt.data.transforms import (
     Compose,
+    RandomColorDrop,
     RandomHorizontalFlip,
     RandomResizedCrop,
     RandomRotate,
@@ -97,6 +98,19 @@ def test_rotation_and_scale_move_points_only() -> None:
     torch.testing.assert_close(ratio, torch.full_like(ratio, 2.0))
     torch.testing.assert_close(t.points[:, 2], 2 * s.points[:, 2])
     assert torch.equal(t.pair_uv, s.pair_uv) and torch.equal(t.images, s.images)
+
+
+def test_color_drop_greys_the_points_only() -> None:
+    s = frame_to_sample(make_frame())
+    dropped = Voxelize(0.1, ("rgb",))(RandomColorDrop(1.0)(s))
+    assert dropped.feats is not None and torch.equal(dropped.feats, torch.zeros_like(dropped.feats))
+    assert torch.equal(dropped.images, s.images) and torch.equal(dropped.points, s.points)
+    assert torch.equal(RandomColorDrop(0.0)(s).colors, s.colors)
+    torch.manual_seed(0)
+    kept = sum(torch.equal(RandomColorDrop(0.4)(s).colors, s.colors) for _ in range(500))
+    assert 260 <= kept <= 340  # 60 % kept
+    with pytest.raises(ValueError, match="probability"):
+        RandomColorDrop(1.5)
 
 
 def test_voxelize_one_pair_per_voxel_and_features() -> None:

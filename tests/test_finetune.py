@@ -144,6 +144,34 @@ def test_probe_freezes_the_backbone(tiny_synth: Path, pretrained_ckpt: Path, tmp
     assert json.loads((out / "metrics.json").read_text())["mode"] == "probe"
 
 
+def test_head_only_steps_freeze_the_backbone_first(
+    tiny_synth: Path, pretrained_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """LP-FT: with ``head_only_steps`` = every step the backbone (BN statistics included) stays exactly the
+    pretrained one while the head trains; with one step fewer, the last step moves the backbone."""
+    pre = torch.load(pretrained_ckpt, map_location="cpu", weights_only=True)["state_dict"]
+
+    def run(name: str, head_only: int) -> dict[str, torch.Tensor]:
+        args = ["finetune", "--out", str(tmp_path / name), "--init", str(pretrained_ckpt)]
+        args += [f"data.root={tiny_synth}", *TINY_FINETUNE, f"optim.head_only_steps={head_only}"]
+        assert main(args) == 0
+        ckpt = tmp_path / name / "checkpoints" / "last.ckpt"
+        sd: dict[str, torch.Tensor] = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+        assert json.loads((tmp_path / name / "metrics.json").read_text())["mode"] == "finetune"
+        return sd
+
+    frozen = run("all_head_only", 3)
+    moved = run("then_all", 2)
+    student = [k for k in pre if k.startswith("student.")]
+    assert all(torch.equal(frozen[k], pre[k]) for k in student)
+    assert any(not torch.equal(moved[k], pre[k]) for k in student if k.endswith(".weight"))
+    assert any(not torch.equal(moved[k], pre[k]) for k in student if k.endswith("running_mean"))
+    head = [k for k in frozen if k.startswith("head.")]
+    assert head and all(torch.isfinite(frozen[k]).all() for k in head)
+    assert main(["finetune", "--out", str(tmp_path / "bad"), "optim.head_only_steps=-1"]) == 2
+    assert "'optim.head_only_steps': must be >= 0" in capsys.readouterr().err
+
+
 def test_finetune_rejects_a_mismatched_student(
     tiny_synth: Path, pretrained_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -21,7 +21,7 @@ from ppkt.data.splits import (
     split_scenes,
     voxel_labels,
 )
-from ppkt.data.transforms import Compose, RandomRotate, Voxelize
+from ppkt.data.transforms import Compose, RandomCrop, RandomRotate, Voxelize
 from ppkt.errors import ConfigError, DataError
 
 H, W = 6, 8
@@ -306,3 +306,26 @@ def test_collate_two_segmentation_samples() -> None:
     for v in range(0, sum(n_vox), 7):
         if target[v] >= 0:
             assert int(target[v]) in pts[batch.inverse == v].tolist()
+
+
+def test_random_crop_keeps_a_floor_plan_square_with_its_labels() -> None:
+    torch.manual_seed(0)
+    scene = make_fused("a", 4000, 0)
+    scene.xyz[:, :2] *= 4.0  # a 4 m × 4 m room, 1 m high
+    ds = SceneSegmentationDataset([scene])
+    full = ds[0]
+    for _ in range(5):
+        crop = RandomCrop(1.5, up_axis=2)(full)
+        assert crop.labels is not None and full.labels is not None
+        n = crop.points.shape[0]
+        assert 0 < n < full.points.shape[0] and crop.colors.shape == (n, 3) and crop.labels.shape == (n,)
+        extent = crop.points[:, :2].max(0).values - crop.points[:, :2].min(0).values
+        assert (extent <= 1.5 + 1e-6).all()
+        assert float(crop.points[:, 2].max() - crop.points[:, 2].min()) > 0.9  # the whole height is kept
+        # every kept point keeps its own colour and label
+        idx = torch.cdist(crop.points, full.points).argmin(1)
+        assert torch.equal(full.colors[idx], crop.colors) and torch.equal(full.labels[idx], crop.labels)
+    # a crop larger than the room keeps it whole
+    assert RandomCrop(10.0)(full).points.shape[0] == 4000
+    with pytest.raises(ValueError, match="> 0 metres"):
+        RandomCrop(0.0)

@@ -18,7 +18,6 @@ class DemoConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     workers: int = 2
 
-
     def validate(self) -> None:
         if self.workers < 1:
             raise ConfigError(f"config key 'workers': must be >= 1, got {self.workers}")

@@ -13,6 +13,7 @@ from ppkt.errors import ConfigError
 class SegAugmentConfig:
     rotate_degrees: float = 180.0
     scale: tuple[float, float] = (0.9, 1.1)
+    crop: float | None = 2.5
 
 
 @dataclass
@@ -39,6 +40,10 @@ class SegDataConfig:
                 f"config keys 'data.test'/'data.val': need 0 < test, 0 <= val, test + val < 1, "
                 f"got test={self.test}, val={self.val}"
             )
+        if self.augment.crop is not None and self.augment.crop <= 0:
+            raise ConfigError(
+                f"config key 'data.augment.crop': must be > 0 metres or null, got {self.augment.crop}"
+            )
         if self.voxel_size <= 0 or self.fuse_voxel_size <= 0:
             raise ConfigError("config keys 'data.voxel_size'/'data.fuse_voxel_size' must be > 0")
 
@@ -52,11 +57,14 @@ class SegOptimConfig:
     momentum: float = 0.9
     warmup_steps: int = 10
     schedule: Literal["cosine", "constant"] = "cosine"
+    #: train only the head for this many first steps (backbone frozen, BN statistics included), then all:
+    #: "linear probe, then fine-tune"; the backbone's warm-up and cosine start after them
+    head_only_steps: int = 0
 
 
 @dataclass
 class SegTrainerConfig:
-    max_steps: int = 50
+    max_steps: int = 200
     batch_size: int = 2
     val_every_n_steps: int = 0
     precision: str = "auto"
@@ -80,5 +88,9 @@ class FinetuneConfig:
     trainer: SegTrainerConfig = field(default_factory=SegTrainerConfig)
 
     def validate(self) -> None:
+        if self.optim.head_only_steps < 0:
+            raise ConfigError(
+                f"config key 'optim.head_only_steps': must be >= 0, got {self.optim.head_only_steps}"
+            )
         if not 0 < self.labels <= 1:
             raise ConfigError(f"config key 'labels': must be in (0, 1], got {self.labels}")

@@ -22,6 +22,8 @@ class AugmentConfig:
     crop_scale: tuple[float, float] = (0.5, 1.0)
     rotate_degrees: float = 180.0
     scale: tuple[float, float] = (0.9, 1.1)
+    #: probability that the student sees a sample's points without colour (the teacher keeps the image)
+    color_drop: float = 0.0
 
 
 @dataclass
@@ -33,7 +35,7 @@ class DataConfig:
     heldout: float = 0.2
     heldout_mode: Literal["auto", "scenes", "tail"] = "auto"
     frame_skip: int = 1
-    image_size: tuple[int, int] = (120, 160)
+    image_size: tuple[int, int] = (240, 320)
     voxel_size: float = 0.05
     min_depth: float = 0.1
     max_depth: float = 6.0
@@ -50,6 +52,10 @@ class DataConfig:
             raise ConfigError(f"config key 'data.voxel_size': must be > 0, got {self.voxel_size}")
         if self.frame_skip < 1:
             raise ConfigError(f"config key 'data.frame_skip': must be >= 1, got {self.frame_skip}")
+        if not 0 <= self.augment.color_drop <= 1:
+            raise ConfigError(
+                f"config key 'data.augment.color_drop': must be in [0, 1], got {self.augment.color_drop}"
+            )
 
 
 @dataclass
@@ -59,7 +65,7 @@ class TeacherConfig:
     layers: list[str] | None = field(
         default_factory=lambda: ["stage1", "stage2", "stage3", "stage5", "stage7"]
     )
-    cache: bool = False
+    cache: bool = True
 
 
 @dataclass
@@ -93,7 +99,7 @@ class OptimConfig:
 
 @dataclass
 class TrainerConfig:
-    max_epochs: int = 10
+    max_epochs: int = 9
     max_steps: int = -1
     batch_size: int = 8
     precision: str = "auto"

@@ -388,8 +388,6 @@ def load_or_fuse(
     return scene
 
 
-def load_or_fuse_all(
-    root: str | Path, layout: str = "generic", **kwargs: Any
-) -> list[FusedScene]:
+def load_or_fuse_all(root: str | Path, layout: str = "generic", **kwargs: Any) -> list[FusedScene]:
     """:func:`load_or_fuse` (same keyword arguments) for every scene folder of a dataset root."""
     return [load_or_fuse(folder, **kwargs) for folder in open_scenes(root, layout)]

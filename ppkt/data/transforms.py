@@ -168,6 +168,50 @@ class RandomRotate(Transform):
         return s
 
 
+class RandomCrop(Transform):
+    """Keep the points inside a random square prism of side ``size`` metres around the up axis (a floor-plan
+    crop through the whole height), centred on a random point of the sample.
+
+    For scene-level segmentation only (samples without image pairs): training on crops makes each step
+    cheaper and shows the network partial rooms, as a camera does. Labels follow their points.
+    """
+
+    def __init__(self, size: float, up_axis: int = 2) -> None:
+        if size <= 0:
+            raise ValueError(f"crop size must be > 0 metres, got {size}")
+        self.size = float(size)
+        self.up_axis = up_axis
+
+    def apply(self, s: Sample) -> Sample:
+        if s.pair_point.numel():
+            raise ValueError(f"RandomCrop is for scene samples without image pairs; {s.name!r} has pairs")
+        n = s.points.shape[0]
+        if n == 0:
+            return s
+        plane = [a for a in range(3) if a != self.up_axis]
+        centre = s.points[int(torch.randint(0, n, ())), plane]
+        keep = ((s.points[:, plane] - centre).abs() <= self.size / 2).all(dim=1)
+        s.points, s.colors = s.points[keep], s.colors[keep]
+        if s.labels is not None:
+            s.labels = s.labels[keep]
+        return s
+
+
+class RandomColorDrop(Transform):
+    """With probability ``p`` replace the points' colours by mid-grey (an ``rgb`` feature of 0): the 3D
+    network must then explain the teacher's features from geometry alone. The images are untouched."""
+
+    def __init__(self, p: float) -> None:
+        if not 0 <= p <= 1:
+            raise ValueError(f"color_drop must be a probability in [0, 1], got {p}")
+        self.p = p
+
+    def apply(self, s: Sample) -> Sample:
+        if float(torch.rand(())) < self.p:
+            s.colors = torch.full_like(s.colors, 0.5)
+        return s
+
+
 class RandomScale(Transform):
     """Scale the points by a uniform factor in ``[low, high]``."""
 

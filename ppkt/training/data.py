@@ -16,6 +16,7 @@ from ppkt.data.sources import SCENE_READERS, known_layouts, open_scenes
 from ppkt.data.transforms import (
     Compose,
     CropCachedFeatures,
+    RandomColorDrop,
     RandomHorizontalFlip,
     RandomResizedCrop,
     RandomRotate,
@@ -41,6 +42,8 @@ def build_transform(cfg: DataConfig, train: bool) -> Compose:
         steps.append(RandomRotate(cfg.up_axis, a.rotate_degrees))
     if a.scale != (1.0, 1.0):
         steps.append(RandomScale(*a.scale))
+    if a.color_drop > 0:
+        steps.append(RandomColorDrop(a.color_drop))
     steps += [CropCachedFeatures(), vox]
     return Compose(steps)
 

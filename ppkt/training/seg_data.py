@@ -14,7 +14,7 @@ from ppkt.data.sample import collate
 from ppkt.data.scenes import FusedScene, load_or_fuse
 from ppkt.data.sources import open_scenes
 from ppkt.data.splits import SceneSegmentationDataset
-from ppkt.data.transforms import Compose, RandomRotate, RandomScale, Transform, Voxelize
+from ppkt.data.transforms import Compose, RandomCrop, RandomRotate, RandomScale, Transform, Voxelize
 from ppkt.errors import ConfigError
 from ppkt.training.data import data_root
 
@@ -69,6 +69,8 @@ def load_scene_splits(cfg: SegDataConfig, verbose: bool = True) -> SceneSplits:
 
 def seg_transform(cfg: SegDataConfig, train: bool) -> Compose:
     steps: list[Transform] = []
+    if train and cfg.augment.crop is not None:
+        steps.append(RandomCrop(cfg.augment.crop, cfg.up_axis))
     if train and cfg.augment.rotate_degrees > 0:
         steps.append(RandomRotate(cfg.up_axis, cfg.augment.rotate_degrees))
     if train and cfg.augment.scale != (1.0, 1.0):

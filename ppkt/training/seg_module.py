@@ -92,15 +92,22 @@ class SegmentationModule(L.LightningModule):
             self.student.eval()  # linear probing: frozen features, BN statistics included
         return self
 
+    def backbone_frozen(self) -> bool:
+        """Linear probing, or the head-only first steps of fine-tuning (``optim.head_only_steps``)."""
+        if self.cfg.probe:
+            return True
+        return self.training and self.global_step < self.cfg.optim.head_only_steps
+
     def forward(self, batch: Batch) -> Tensor:
         """Voxel logits ``[M, num_classes]``."""
         x = SparseTensor(batch.feats, batch.coords)
-        if self.cfg.probe:
+        if self.backbone_frozen():
             # re-asserted every step: Lightning restores train mode per submodule, bypassing train()
             self.student.eval()
             with torch.no_grad():
                 feats = self.student(x)
         else:
+            self.student.train(self.training)
             feats = self.student(x)
         return self.head(feats)
 
@@ -134,8 +141,13 @@ class SegmentationModule(L.LightningModule):
         if not self.cfg.probe:
             groups.append({"params": list(self.student.parameters()), "lr": o.lr})
         opt = build_optimizer(o.name, groups, o.lr, o.weight_decay, o.momentum)
-        factor = warmup_cosine(int(self.trainer.estimated_stepping_batches), o.warmup_steps, o.schedule)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        total = int(self.trainer.estimated_stepping_batches)
+        factors = [warmup_cosine(total, o.warmup_steps, o.schedule)]
+        if not self.cfg.probe:  # the backbone's schedule starts when it is unfrozen
+            k = min(o.head_only_steps, total)
+            later = warmup_cosine(total - k, o.warmup_steps, o.schedule)
+            factors.append(lambda step: 0.0 if step < k else later(step - k))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factors)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
