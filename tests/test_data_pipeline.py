@@ -21,6 +21,7 @@ from ppkt.data.transforms import (
     RandomResizedCrop,
     RandomRotate,
     RandomScale,
+    Superpixels,
     Voxelize,
 )
 from ppkt.errors import DataError
@@ -111,6 +112,36 @@ def test_color_drop_greys_the_points_only() -> None:
     assert 260 <= kept <= 340  # 60 % kept
     with pytest.raises(ValueError, match="probability"):
         RandomColorDrop(1.5)
+
+
+def test_superpixels_label_each_pair_and_survive_image_transforms() -> None:
+    pytest.importorskip("skimage")
+    from skimage.segmentation import slic
+
+    s = frame_to_sample(make_frame())
+    vv, uu = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    s.images = torch.stack([uu // 8 / 4, vv // 6 / 4, (uu + vv) / (H + W)]).unsqueeze(0).float()  # blocks
+    sp = Superpixels(n_segments=12)
+    t = sp(s)
+    assert t.pair_segment is not None and t.pair_segment.dtype == torch.long
+    img = s.images[0].permute(1, 2, 0).double().numpy()
+    want = torch.from_numpy(slic(img, n_segments=12, compactness=10.0, start_label=0))
+    u, v = s.pair_uv[:, 0].long(), s.pair_uv[:, 1].long()
+    assert torch.equal(t.pair_segment, want[v, u].long())
+    assert 4 <= int(t.pair_segment.max()) + 1 <= 24  # about the requested number of segments
+    assert torch.equal(sp(s).pair_segment, t.pair_segment)  # remembered per frame: same answer
+    # crop/flip drop and move pairs: the segment follows its pair, and voxelize keeps one pair per voxel
+    torch.manual_seed(0)
+    moved = Compose([RandomResizedCrop((12, 16), (0.3, 0.6)), RandomHorizontalFlip(1.0), Voxelize(0.1)])(t)
+    assert moved.pair_segment is not None and moved.pair_segment.shape == moved.pair_point.shape
+    assert torch.equal(moved.pair_segment, t.pair_segment[moved.pair_point])  # pair_point = original pair
+    other = Compose([RandomResizedCrop((12, 16), random=False), Voxelize(0.1)])
+    batch = collate([moved, other(sp(frame_to_sample(make_frame(1))))])
+    assert batch.pair_segment is not None and batch.pair_segment.shape == batch.pair_image.shape
+    with pytest.raises(ValueError, match="superpixels"):
+        collate([moved, other(frame_to_sample(make_frame(1)))])
+    with pytest.raises(ValueError, match="n_segments"):
+        Superpixels(0)
 
 
 def test_voxelize_one_pair_per_voxel_and_features() -> None:

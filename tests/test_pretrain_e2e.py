@@ -134,3 +134,36 @@ def test_ddp_two_cpu_processes_with_gloo(tiny_synth: Path, tmp_path: Path) -> No
     m = json.loads((out / "metrics.json").read_text())
     assert m["steps"] == 2  # 8 training frames, 2 per process per step, 2 processes
     assert (out / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_superpixel_pooled_pretraining(tiny_synth: Path, tmp_path: Path) -> None:
+    """loss.superpixels > 0 (SLidR): points and pixels are pooled per superpixel before the InfoNCE."""
+    pytest.importorskip("skimage")
+    from ppkt.config import PretrainConfig, from_dict
+    from ppkt.training.data import frame_splits, make_loader, num_input_features
+    from ppkt.training.pretrain_module import PPKTPretrainModule
+
+    out = tmp_path / "sp"
+    args = [f"data.root={tiny_synth}", *TINY_PRETRAIN, "loss.superpixels=10", "teacher.cache=false"]
+    assert main(["pretrain", "--out", str(out), *args]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert math.isfinite(m["loss_initial"]) and math.isfinite(m["loss_final"])
+
+    cfg = from_dict(PretrainConfig, yaml.safe_load((out / "config.yaml").read_text()))
+    splits = frame_splits(cfg.data, verbose=False)
+    batch = next(iter(make_loader(cfg.data, splits.train[:2], 2, train=False, superpixels=10)))
+    module = PPKTPretrainModule.from_config(cfg, num_input_features(cfg.data.features)).eval()
+    with torch.no_grad():
+        points, pixels = module.superpixel_embeddings(batch)
+        p = module.point_embeddings(batch, batch.pair_voxel)
+        q = module.pixel_embeddings(
+            module.teacher_features(batch), batch.image_size, batch.pair_image, batch.pair_uv
+        )
+    keys = sorted({(int(i), int(s)) for i, s in zip(batch.pair_image, batch.pair_segment)})
+    assert points.shape == pixels.shape == (len(keys), cfg.upl.dim)
+    for i, s in keys[:: max(1, len(keys) // 5)][:5]:
+        r = keys.index((i, s))
+        sel = (batch.pair_image == i) & (batch.pair_segment == s)
+        torch.testing.assert_close(points[r], torch.nn.functional.normalize(p[sel].mean(0), dim=0))
+        torch.testing.assert_close(pixels[r], torch.nn.functional.normalize(q[sel].mean(0), dim=0))
+    assert main(["pretrain", "--out", str(tmp_path / "bad"), *args, "loss.superpixels=-1"]) == 2

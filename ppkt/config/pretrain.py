@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -85,6 +86,17 @@ class LossConfig:
     name: str = "ppnce"
     temperature: float = 0.04
     num_pairs: int = 4096
+    #: > 0: pool points and pixels over SLIC superpixels of about this many segments per image (SLidR)
+    superpixels: int = 0
+
+    def validate(self) -> None:
+        if self.superpixels < 0:
+            raise ConfigError(f"config key 'loss.superpixels': must be >= 0, got {self.superpixels}")
+        if self.superpixels > 0 and importlib.util.find_spec("skimage") is None:
+            raise ConfigError(
+                "config key 'loss.superpixels': SLIC superpixels need scikit-image "
+                "(pip install 'ppkt[superpixels]'), or set it to 0"
+            )
 
 
 @dataclass

@@ -16,6 +16,8 @@ A :class:`Sample` is one RGB-D frame (or one fused scene) on its way to the netw
   pairing), ``teacher_cache`` (the whole frame's cached maps) and, after
   :class:`~ppkt.data.transforms.CropCachedFeatures`, ``teacher_feats`` — per teacher layer ``[V, C_i,
   ceil(H / s_i), ceil(W / s_i)]``, the maps of the augmented image as the teacher would give them.
+* after :class:`~ppkt.data.transforms.Superpixels`: ``pair_segment [P]`` int64, the superpixel of each
+  pair's pixel (numbered per image, computed on the original frame, so image transforms keep it valid).
 
 A :class:`Batch` concatenates the samples of a mini-batch. ``offset`` vectors hold **cumulative end counts**
 (Pointcept convention): sample ``b`` owns voxels ``offset[b-1]:offset[b]``. ``coords`` gain a leading batch
@@ -55,6 +57,7 @@ class Sample:
     view: Tensor | None = None
     teacher_cache: CachedFeatures | None = None
     teacher_feats: list[Tensor] | None = None
+    pair_segment: Tensor | None = None
 
     def copy(self) -> Sample:
         """A shallow copy: transforms replace tensors, never modify them in place."""
@@ -65,6 +68,8 @@ class Sample:
         self.pair_point = self.pair_point[keep]
         self.pair_image = self.pair_image[keep]
         self.pair_uv = self.pair_uv[keep]
+        if self.pair_segment is not None:
+            self.pair_segment = self.pair_segment[keep]
 
 
 @dataclass
@@ -81,6 +86,7 @@ class Batch:
         labels: ``[N]`` int64 or ``None``.
         teacher_feats: per teacher layer ``[V, C_i, h_i, w_i]`` cached teacher maps of ``images``, or
             ``None`` (the teacher runs on ``images``).
+        pair_segment: ``[P]`` superpixel of each pair within its image, or ``None``.
     """
 
     coords: Tensor
@@ -97,6 +103,7 @@ class Batch:
     labels: Tensor | None = None
     names: list[str] = field(default_factory=list)
     teacher_feats: list[Tensor] | None = None
+    pair_segment: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -153,6 +160,9 @@ def collate(samples: list[Sample]) -> Batch:
     teacher = [s.teacher_feats for s in samples if s.teacher_feats is not None]
     if teacher and len(teacher) != len(samples):
         raise ValueError("collate: some samples have cached teacher features and some do not")
+    segments = [s.pair_segment for s in samples if s.pair_segment is not None]
+    if segments and len(segments) != len(samples):
+        raise ValueError("collate: some samples have superpixels and some do not")
     return Batch(
         coords=torch.cat(
             [
@@ -173,4 +183,5 @@ def collate(samples: list[Sample]) -> Batch:
         labels=torch.cat(labels) if len(labels) == len(samples) else None,
         names=[s.name for s in samples],
         teacher_feats=[torch.cat(level) for level in zip(*teacher)] if teacher else None,
+        pair_segment=torch.cat(segments) if segments else None,
     )

@@ -21,21 +21,24 @@ from ppkt.data.transforms import (
     RandomResizedCrop,
     RandomRotate,
     RandomScale,
+    Superpixels,
     Transform,
     Voxelize,
 )
 from ppkt.errors import ConfigError
 
 
-def build_transform(cfg: DataConfig, train: bool) -> Compose:
+def build_transform(cfg: DataConfig, train: bool, superpixels: int = 0) -> Compose:
     """Training: random crop/resize, flip, rotation about the up axis, scaling, voxelize.
     Evaluation: a centred resize and voxelize. Both end with :class:`CropCachedFeatures`, which turns cached
-    teacher maps (when a sample has them) into the maps of the augmented image."""
+    teacher maps (when a sample has them) into the maps of the augmented image. ``superpixels > 0`` starts
+    both with :class:`Superpixels` (SLIC on the original frame)."""
     vox = Voxelize(cfg.voxel_size, cfg.features, cfg.up_axis)
+    first: list[Transform] = [Superpixels(superpixels)] if superpixels > 0 else []
     if not train:
-        return Compose([RandomResizedCrop(cfg.image_size, random=False), CropCachedFeatures(), vox])
+        return Compose([*first, RandomResizedCrop(cfg.image_size, random=False), CropCachedFeatures(), vox])
     a = cfg.augment
-    steps: list[Transform] = [RandomResizedCrop(cfg.image_size, a.crop_scale)]
+    steps: list[Transform] = [*first, RandomResizedCrop(cfg.image_size, a.crop_scale)]
     if a.flip > 0:
         steps.append(RandomHorizontalFlip(a.flip))
     if a.rotate_degrees > 0:
@@ -84,10 +87,11 @@ def make_loader(
     train: bool,
     num_workers: int | None = None,
     feature_cache: FeatureCache | None = None,
+    superpixels: int = 0,
 ) -> DataLoader:
     ds = FrameDataset(
         frames,
-        build_transform(cfg, train),
+        build_transform(cfg, train, superpixels),
         min_depth=cfg.min_depth,
         max_depth=cfg.max_depth,
         skip_bad=cfg.skip_bad,

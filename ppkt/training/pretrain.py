@@ -61,9 +61,10 @@ def run_pretrain(cfg: PretrainConfig, out: str | Path, resume: str | None = None
     cache, cache_stats = None, None
     if cfg.teacher.cache:
         cache, cache_stats = fill_feature_cache(cfg, splits.train + splits.heldout, module.teacher)
-    train_loader = make_loader(cfg.data, splits.train, bs, train=True, feature_cache=cache)
+    sp = cfg.loss.superpixels
+    train_loader = make_loader(cfg.data, splits.train, bs, train=True, feature_cache=cache, superpixels=sp)
     val_loader = (
-        make_loader(cfg.data, splits.heldout, bs, train=False, feature_cache=cache)
+        make_loader(cfg.data, splits.heldout, bs, train=False, feature_cache=cache, superpixels=sp)
         if splits.heldout
         else None
     )

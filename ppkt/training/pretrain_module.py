@@ -6,6 +6,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ppkt.config import PretrainConfig, from_dict, to_dict
@@ -70,11 +71,38 @@ class PPKTPretrainModule(L.LightningModule):
             return self.upl.embed_points(features, image_index, uv, image_size)
         return sample_pixels(self.upl(features, image_size), image_index, uv, image_size)
 
+    def superpixel_embeddings(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """``[S, D]`` point and pixel embeddings pooled over the batch's superpixels (SLidR): the mean of
+        the unit embeddings of every pair whose pixel lies in the superpixel, renormalised. The 2D side
+        pools the paired pixels (those with a valid depth) rather than every pixel of the superpixel."""
+        seg = batch.pair_segment
+        if seg is None:
+            raise ValueError("loss.superpixels > 0 needs batches with pair_segment (a Superpixels transform)")
+        key = batch.pair_image * (int(seg.max()) + 1) + seg
+        _, group = torch.unique(key, return_inverse=True)
+        n = int(group.max()) + 1
+        points = self.point_embeddings(batch, batch.pair_voxel)
+        pixels = self.pixel_embeddings(
+            self.teacher_features(batch), batch.image_size, batch.pair_image, batch.pair_uv
+        )
+
+        def pool(x: Tensor) -> Tensor:
+            return F.normalize(x.new_zeros(n, x.shape[1]).index_add_(0, group, x), dim=1)
+
+        return pool(points), pool(pixels)
+
     def forward(self, batch: Batch) -> dict[str, Tensor]:
-        idx = self.loss.sample(batch.pair_voxel.shape[0], batch.pair_voxel.device)
-        points = self.point_embeddings(batch, batch.pair_voxel[idx])
-        features = self.teacher_features(batch)
-        pixels = self.pixel_embeddings(features, batch.image_size, batch.pair_image[idx], batch.pair_uv[idx])
+        if self.cfg.loss.superpixels > 0:
+            points, pixels = self.superpixel_embeddings(batch)
+            idx = self.loss.sample(points.shape[0], points.device)
+            points, pixels = points[idx], pixels[idx]
+        else:
+            idx = self.loss.sample(batch.pair_voxel.shape[0], batch.pair_voxel.device)
+            points = self.point_embeddings(batch, batch.pair_voxel[idx])
+            features = self.teacher_features(batch)
+            pixels = self.pixel_embeddings(
+                features, batch.image_size, batch.pair_image[idx], batch.pair_uv[idx]
+            )
         loss = self.loss(points, pixels)
         with torch.no_grad():
             sim = points @ pixels.T
