@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -170,6 +171,41 @@ def test_head_only_steps_freeze_the_backbone_first(
     assert head and all(torch.isfinite(frozen[k]).all() for k in head)
     assert main(["finetune", "--out", str(tmp_path / "bad"), "optim.head_only_steps=-1"]) == 2
     assert "'optim.head_only_steps': must be >= 0" in capsys.readouterr().err
+
+
+def test_lovasz_loss_is_added_to_the_cross_entropy(
+    tiny_synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "lov"
+    args = ["finetune", "--out", str(out), f"data.root={tiny_synth}", *TINY_FINETUNE, "loss=ce+lovasz"]
+    assert main(args) == 0
+    rows = list(csv.DictReader((out / "csv" / "version_0" / "metrics.csv").open()))
+    pairs = [(float(r["train/loss"]), float(r["train/lovasz"])) for r in rows if r.get("train/lovasz")]
+    assert len(pairs) == 3  # one per step (log_every_n_steps=1)
+    assert all(0 < lov <= 1 and total > lov for total, lov in pairs)  # Lovász ∈ (0, 1]; CE > 0 on top
+    assert main(["finetune", "--out", str(tmp_path / "bad"), "loss=dice"]) == 2
+    assert "'loss'" in capsys.readouterr().err
+
+
+def test_inverse_sqrt_class_weights(tiny_synth: Path, tmp_path: Path) -> None:
+    from ppkt.config import FinetuneConfig, to_dict
+    from ppkt.training.seg_module import SegmentationModule
+
+    m = SegmentationModule(to_dict(FinetuneConfig()), 3, 4, ["a", "b", "c", "d"])
+    assert torch.equal(m.class_weights, torch.ones(4))  # until set from the training labels
+    m.set_class_weights(torch.tensor([400, 100, 0, 25]))
+    w = m.class_weights
+    assert w[2] == 0 and w[[0, 1, 3]].mean().item() == pytest.approx(1.0)
+    assert (w[1] / w[0]).item() == pytest.approx(2.0) and (w[3] / w[0]).item() == pytest.approx(4.0)
+    assert "class_weights" not in m.state_dict()  # training-only: checkpoints are unchanged
+    with pytest.raises(ValueError, match="4 class counts"):
+        m.set_class_weights(torch.ones(3))
+    # end to end: the run trains with the weights of its own labelled points and says so in its config
+    out = tmp_path / "cw"
+    args = ["finetune", "--out", str(out), f"data.root={tiny_synth}", *TINY_FINETUNE]
+    assert main([*args, "class_weights=inverse_sqrt"]) == 0
+    assert "class_weights: inverse_sqrt" in (out / "config.yaml").read_text()
+    assert main(["finetune", "--out", str(tmp_path / "bad"), "class_weights=inverse"]) == 2
 
 
 def test_finetune_rejects_a_mismatched_student(

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ppkt.losses import PPNCELoss, build_loss
+from ppkt.losses import PPNCELoss, build_loss, lovasz_softmax
 
 
 def reference_ppnce(points: torch.Tensor, pixels: torch.Tensor, tau: float) -> torch.Tensor:
@@ -78,3 +78,52 @@ def test_bad_arguments() -> None:
         PPNCELoss()(torch.zeros(3, 2), torch.zeros(4, 2))
     with pytest.raises(ValueError, match="unknown loss"):
         build_loss("nope")
+
+
+def jaccard_losses(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[float]:
+    """1 − IoU of a hard prediction for every class present in ``labels`` (a plain set computation)."""
+    out = []
+    for c in range(num_classes):
+        gt, pr = (
+            set(torch.nonzero(labels == c).flatten().tolist()),
+            set(torch.nonzero(pred == c).flatten().tolist()),
+        )
+        if gt:
+            out.append(1 - len(gt & pr) / len(gt | pr))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lovasz_equals_jaccard_loss_at_hard_predictions(seed: int) -> None:
+    """The Lovász extension agrees with the set function at the vertices: one-hot → mean (1 − IoU)."""
+    g = torch.Generator().manual_seed(seed)
+    n, c = 200, 5
+    labels = torch.randint(0, c - 1, (n,), generator=g)  # class c-1 is absent from the labels
+    pred = torch.where(torch.rand(n, generator=g) < 0.6, labels, torch.randint(0, c, (n,), generator=g))
+    probs = F.one_hot(pred, c).double()
+    expected = sum(jaccard_losses(pred, labels, c)) / len(jaccard_losses(pred, labels, c))
+    assert lovasz_softmax(probs, labels).item() == pytest.approx(expected, abs=1e-12)
+    # ignored points are left out, exactly
+    ign = labels.clone()
+    ign[:50] = -1
+    sub = lovasz_softmax(probs[50:], labels[50:])
+    assert lovasz_softmax(probs, ign).item() == pytest.approx(sub.item(), abs=1e-12)
+
+
+def test_lovasz_is_zero_when_perfect_and_trains_a_rare_class() -> None:
+    labels = torch.tensor([0] * 95 + [1] * 5)
+    assert lovasz_softmax(F.one_hot(labels, 3).float(), labels).item() == pytest.approx(0.0)
+    # all-majority prediction: class 0 IoU 0.95, class 1 IoU 0 → mean loss 0.525 (CE alone barely sees it)
+    assert lovasz_softmax(F.one_hot(torch.zeros(100, dtype=torch.long), 3).float(), labels).item() == (
+        pytest.approx(0.525)
+    )
+    logits = torch.zeros(100, 3, requires_grad=True)
+    opt = torch.optim.SGD([logits], lr=5.0)
+    for _ in range(50):
+        opt.zero_grad()
+        lovasz_softmax(logits.softmax(1), labels).backward()
+        opt.step()
+    assert torch.equal(logits.argmax(1), labels)
+    assert lovasz_softmax(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long)).item() == 0.0
+    with pytest.raises(ValueError, match="labels must be in"):
+        lovasz_softmax(torch.rand(4, 3), torch.tensor([0, 1, 3, -1]))

@@ -269,6 +269,11 @@ def test_label_fractions_of_the_segmentation_dataset() -> None:
     assert (mask[(by_point.labels[0] != 255).numpy()]).all()  # nested: 10 % ⊂ 50 %
     with pytest.raises(ConfigError, match="label_mode"):
         SceneSegmentationDataset(scenes, label_mode="voxels")
+    # class counts: what training sees, withheld labels excluded
+    want = sum(np.bincount(s.label[s.label > 0] - 1, minlength=3) for s in by_scene.scenes)
+    np.testing.assert_array_equal(by_scene.class_counts().numpy(), want)
+    kept = [(lab[lab != 255]) for lab in by_point.labels]
+    assert by_point.class_counts().tolist() == torch.bincount(torch.cat(kept), minlength=3).tolist()
 
 
 def test_voxel_labels_majority_vote() -> None:

@@ -84,6 +84,10 @@ class FinetuneConfig:
     labels: float = 1.0
     labels_mode: Literal["scenes", "points"] = "scenes"
     probe: bool = False
+    #: training loss on the voxels: cross-entropy, or cross-entropy + Lovász-softmax (SLidR's fine-tuning)
+    loss: Literal["ce", "ce+lovasz"] = "ce"
+    #: cross-entropy class weights: none, or 1/sqrt(labelled points of the class) in the training labels
+    class_weights: Literal["none", "inverse_sqrt"] = "inverse_sqrt"
     optim: SegOptimConfig = field(default_factory=SegOptimConfig)
     trainer: SegTrainerConfig = field(default_factory=SegTrainerConfig)
 

@@ -237,6 +237,13 @@ class SceneSegmentationDataset(Dataset[Sample]):
     def num_labelled_points(self) -> int:
         return sum(int((lab != self.ignore_index).sum()) for lab in self.labels)
 
+    def class_counts(self) -> Tensor:
+        """``[num_classes]`` int64: labelled points per class over the kept labels (what training sees)."""
+        counts = torch.zeros(self.num_classes, dtype=torch.long)
+        for lab in self.labels:
+            counts += torch.bincount(lab[lab != self.ignore_index], minlength=self.num_classes)
+        return counts
+
     def __len__(self) -> int:
         return len(self.scenes)
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import nn
 
+from ppkt.losses.lovasz import lovasz_softmax
 from ppkt.losses.ppnce import PPNCELoss
 
 LOSSES: dict[str, type[nn.Module]] = {"ppnce": PPNCELoss}
@@ -18,4 +19,4 @@ def build_loss(name: str, **kwargs: Any) -> nn.Module:
     return LOSSES[name](**kwargs)
 
 
-__all__ = ["LOSSES", "PPNCELoss", "build_loss"]
+__all__ = ["LOSSES", "PPNCELoss", "build_loss", "lovasz_softmax"]

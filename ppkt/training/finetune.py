@@ -87,6 +87,8 @@ def run_finetune(
         label_fraction=cfg.labels,
         seed=t.seed,
     )
+    if cfg.class_weights == "inverse_sqrt":
+        module.set_class_weights(loader.dataset.class_counts())  # type: ignore[attr-defined]
     val = eval_loader(cfg.data, splits.val) if (t.val_every_n_steps > 0 and splits.val) else None
     trainer = L.Trainer(
         default_root_dir=out,

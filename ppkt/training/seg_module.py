@@ -15,6 +15,7 @@ from ppkt.config import FinetuneConfig, from_dict
 from ppkt.data.sample import Batch
 from ppkt.data.splits import voxel_labels
 from ppkt.errors import WeightsError
+from ppkt.losses.lovasz import lovasz_softmax
 from ppkt.models.heads import SegmentationHead
 from ppkt.models.student import build_student
 from ppkt.sparse import SparseTensor
@@ -58,7 +59,8 @@ def load_pretrained_student(path: str | Path) -> tuple[dict[str, Tensor], dict[s
 
 
 class SegmentationModule(L.LightningModule):
-    """Student (optionally pretrained, optionally frozen) + linear head, cross-entropy on voxels."""
+    """Student (optionally pretrained, optionally frozen) + linear head; cross-entropy (+ Lovász-softmax)
+    on voxels."""
 
     def __init__(
         self, config: dict[str, Any], in_channels: int, num_classes: int, class_names: list[str]
@@ -71,8 +73,22 @@ class SegmentationModule(L.LightningModule):
         self.student = build_student(self.cfg.student.name, in_channels, backend=self.cfg.student.backend)
         self.head = SegmentationHead(self.student.out_channels, num_classes)
         self.confusion = MulticlassConfusionMatrix(num_classes, ignore_index=IGNORE)
+        #: cross-entropy class weights (``class_weights: inverse_sqrt``), set from the labelled training
+        #: points by :meth:`set_class_weights`; training-only, so not saved in checkpoints
+        self.class_weights: Tensor
+        self.register_buffer("class_weights", torch.ones(num_classes), persistent=False)
         if self.cfg.probe:
             self.student.requires_grad_(False)
+
+    def set_class_weights(self, counts: Tensor) -> None:
+        """``class_weights: inverse_sqrt``: weight ``1/√n_c`` for the ``n_c`` labelled points of class ``c``
+        (classes without labelled points get weight 0; they never occur as targets). The mean of the
+        weighted cross-entropy divides by the targets' summed weight, so only the ratios matter."""
+        if counts.shape != (self.num_classes,):
+            raise ValueError(f"expected {self.num_classes} class counts, got shape {tuple(counts.shape)}")
+        c = counts.double()
+        w = torch.where(c > 0, c.clamp(min=1).rsqrt(), torch.zeros_like(c))
+        self.class_weights.copy_((w / w[c > 0].mean() if bool((c > 0).any()) else w).float())
 
     def load_backbone(self, path: str | Path) -> None:
         weights, hp = load_pretrained_student(path)
@@ -116,7 +132,12 @@ class SegmentationModule(L.LightningModule):
         target = voxel_labels(batch.inverse, batch.labels, batch.coords.shape[0], self.num_classes, IGNORE)
         if not (target != IGNORE).any():
             return None
-        loss = F.cross_entropy(self(batch), target, ignore_index=IGNORE)
+        logits = self(batch)
+        loss = F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=IGNORE)
+        if self.cfg.loss == "ce+lovasz":
+            lovasz = lovasz_softmax(logits.softmax(dim=1), target, IGNORE)
+            self.log("train/lovasz", lovasz, batch_size=batch.batch_size)
+            loss = loss + lovasz
         self.log("train/loss", loss, prog_bar=True, batch_size=batch.batch_size)
         return loss
 
