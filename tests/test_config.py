@@ -59,6 +59,7 @@ def test_exponent_without_dot_is_a_number(tmp_path: Path) -> None:
         ("data.voxel_size=abc", "'data.voxel_size': 'abc' is not a number"),
         ("data.image_size=[1]", "a list of 2 values"),
         ("data.heldout=1.5", "data.heldout"),
+        ("data.augment.color_jitter.gray=2", "'data.augment.color_jitter.gray': must be in \\[0, 1\\]"),
         ("data.voxel_size.x=1", "not a section"),
         ("novalue", "key=value"),
     ],

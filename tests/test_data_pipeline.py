@@ -15,6 +15,7 @@ from ppkt.data.frames import frame_to_sample
 from ppkt.data.rgbd_folder import Frame, RGBDFolder
 from ppkt.data.sample import Sample, collate
 from ppkt.data.transforms import (
+    ColorJitter,
     Compose,
     RandomColorDrop,
     RandomHorizontalFlip,
@@ -112,6 +113,41 @@ def test_color_drop_greys_the_points_only() -> None:
     assert 260 <= kept <= 340  # 60 % kept
     with pytest.raises(ValueError, match="probability"):
         RandomColorDrop(1.5)
+
+
+def test_color_jitter_permutes_scales_and_greys_the_colours_only() -> None:
+    s = frame_to_sample(make_frame())
+    c = s.colors.float()
+    torch.manual_seed(0)
+    for _ in range(20):  # permute only: every point's colour is the same channel permutation of its own
+        t = ColorJitter(permute=True, gain=0.0, shift=0.0, gray=0.0)(s)
+        perms = [
+            p
+            for p in ([0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0])
+            if torch.equal(t.colors, c[:, p])
+        ]
+        assert len(perms) == 1
+        assert torch.equal(t.points, s.points) and torch.equal(t.images, s.images)
+        assert t.labels is not None and s.labels is not None and torch.equal(t.labels, s.labels)
+    seen = set()
+    for _ in range(50):  # gain/shift only: per channel an affine map c' = (c − mean)·g + mean + b, clamped
+        t = ColorJitter(permute=False, gain=0.4, shift=0.2, gray=0.0)(s)
+        inside = ((t.colors > 0) & (t.colors < 1)).all(1)
+        for ch in range(3):
+            x = c[inside, ch] - c[:, ch].mean()
+            y = t.colors[inside, ch]
+            g = float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
+            b = float(y.mean() - g * x.mean() - c[:, ch].mean())
+            assert 0.6 - 1e-4 <= g <= 1.4 + 1e-4 and -0.2 - 1e-4 <= b <= 0.2 + 1e-4
+            torch.testing.assert_close(y, x * g + c[:, ch].mean() + b, atol=1e-5, rtol=0)
+            seen.add(round(g, 2))
+        assert float(t.colors.min()) >= 0 and float(t.colors.max()) <= 1
+    assert len(seen) > 10  # the factors are random, not fixed
+    grey = ColorJitter(permute=False, gain=0.0, shift=0.0, gray=1.0)(s)
+    torch.testing.assert_close(grey.colors, c.mean(1, keepdim=True).expand(-1, 3))
+    assert torch.equal(s.colors.float(), c)  # the input sample is untouched
+    with pytest.raises(ValueError, match="gain"):
+        ColorJitter(gain=1.5)
 
 
 def test_superpixels_label_each_pair_and_survive_image_transforms() -> None:

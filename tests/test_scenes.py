@@ -334,3 +334,32 @@ def test_random_crop_keeps_a_floor_plan_square_with_its_labels() -> None:
     assert RandomCrop(10.0)(full).points.shape[0] == 4000
     with pytest.raises(ValueError, match="> 0 metres"):
         RandomCrop(0.0)
+
+
+def test_training_transforms_jitter_colours_by_default_and_evaluation_does_not() -> None:
+    from ppkt.config import FinetuneConfig, PretrainConfig
+    from ppkt.data.transforms import ColorJitter
+    from ppkt.training.data import build_transform
+    from ppkt.training.seg_data import seg_transform
+
+    cfg = FinetuneConfig().data
+    names = [type(t).__name__ for t in seg_transform(cfg, train=True).transforms]
+    assert names == ["RandomCrop", "RandomRotate", "RandomScale", "ColorJitter", "Voxelize"]
+    assert not any(isinstance(t, ColorJitter) for t in seg_transform(cfg, train=False).transforms)
+    # the jittered colours reach the network's input features; labels and geometry are the scene's own
+    torch.manual_seed(0)
+    full = SceneSegmentationDataset([make_fused("a", 2000, 0)])[0]
+    rgb = Compose([ColorJitter(), Voxelize(0.05)])(full)
+    ref = Voxelize(0.05)(full)
+    assert rgb.feats is not None and ref.feats is not None and not torch.allclose(rgb.feats, ref.feats)
+    assert rgb.inverse is not None and ref.inverse is not None and torch.equal(rgb.inverse, ref.inverse)
+    assert rgb.coords is not None and ref.coords is not None and torch.equal(rgb.coords, ref.coords)
+    cfg.augment.color_jitter.permute, cfg.augment.color_jitter.gain = False, 0.0
+    cfg.augment.color_jitter.shift, cfg.augment.color_jitter.gray = 0.0, 0.0
+    assert "ColorJitter" not in [type(t).__name__ for t in seg_transform(cfg, train=True).transforms]
+    # pretraining: the same jitter of the student's colours by default (never at evaluation), off when asked
+    p = PretrainConfig().data
+    assert "ColorJitter" in [type(t).__name__ for t in build_transform(p, train=True).transforms]
+    assert "ColorJitter" not in [type(t).__name__ for t in build_transform(p, train=False).transforms]
+    p.augment.color_jitter = type(p.augment.color_jitter)()
+    assert "ColorJitter" not in [type(t).__name__ for t in build_transform(p, train=True).transforms]

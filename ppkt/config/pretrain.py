@@ -18,6 +18,22 @@ class SynthConfig:
 
 
 @dataclass
+class ColorJitterConfig:
+    """Chromatic augmentation of the 3D network's input colours, drawn once per sample (see
+    :class:`ppkt.data.transforms.ColorJitter`). All zero / false = off."""
+
+    permute: bool = False  # random order of the r, g, b channels
+    gain: float = 0.0  # per-channel contrast about the sample's mean colour, from [1 − gain, 1 + gain]
+    shift: float = 0.0  # per-channel offset from [−shift, shift]
+    gray: float = 0.0  # probability of replacing the colours by their grey value
+
+    def check(self, key: str) -> None:
+        for name, value in (("gain", self.gain), ("shift", self.shift), ("gray", self.gray)):
+            if not 0 <= value <= 1:
+                raise ConfigError(f"config key '{key}.{name}': must be in [0, 1], got {value}")
+
+
+@dataclass
 class AugmentConfig:
     flip: float = 0.5
     crop_scale: tuple[float, float] = (0.5, 1.0)
@@ -25,6 +41,11 @@ class AugmentConfig:
     scale: tuple[float, float] = (0.9, 1.1)
     #: probability that the student sees a sample's points without colour (the teacher keeps the image)
     color_drop: float = 0.0
+    #: chromatic augmentation of the student's points (the teacher keeps the image), as in fine-tuning,
+    #: so the features are learned for the colours the downstream network will see
+    color_jitter: ColorJitterConfig = field(
+        default_factory=lambda: ColorJitterConfig(permute=True, gain=0.4, shift=0.2, gray=0.2)
+    )
 
 
 @dataclass
@@ -57,6 +78,7 @@ class DataConfig:
             raise ConfigError(
                 f"config key 'data.augment.color_drop': must be in [0, 1], got {self.augment.color_drop}"
             )
+        self.augment.color_jitter.check("data.augment.color_jitter")
 
 
 @dataclass

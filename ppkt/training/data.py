@@ -8,12 +8,13 @@ from pathlib import Path
 from torch.utils.data import DataLoader
 
 from ppkt.config.finetune import SegDataConfig
-from ppkt.config.pretrain import DataConfig
+from ppkt.config.pretrain import ColorJitterConfig, DataConfig
 from ppkt.data.datasets import FrameDataset, FrameRef, collate_skip, split_frames
 from ppkt.data.embedded import ensure_synthetic
 from ppkt.data.feature_cache import FeatureCache
 from ppkt.data.sources import SCENE_READERS, known_layouts, open_scenes
 from ppkt.data.transforms import (
+    ColorJitter,
     Compose,
     CropCachedFeatures,
     RandomColorDrop,
@@ -47,8 +48,17 @@ def build_transform(cfg: DataConfig, train: bool, superpixels: int = 0) -> Compo
         steps.append(RandomScale(*a.scale))
     if a.color_drop > 0:
         steps.append(RandomColorDrop(a.color_drop))
+    if (j := color_jitter(a.color_jitter)) is not None:
+        steps.append(j)
     steps += [CropCachedFeatures(), vox]
     return Compose(steps)
+
+
+def color_jitter(cfg: ColorJitterConfig) -> ColorJitter | None:
+    """The :class:`ColorJitter` a config asks for, or ``None`` when every setting is off."""
+    if not (cfg.permute or cfg.gain > 0 or cfg.shift > 0 or cfg.gray > 0):
+        return None
+    return ColorJitter(cfg.permute, cfg.gain, cfg.shift, cfg.gray)
 
 
 def num_input_features(features: list[str]) -> int:

@@ -16,7 +16,7 @@ from ppkt.data.sources import open_scenes
 from ppkt.data.splits import SceneSegmentationDataset
 from ppkt.data.transforms import Compose, RandomCrop, RandomRotate, RandomScale, Transform, Voxelize
 from ppkt.errors import ConfigError
-from ppkt.training.data import data_root
+from ppkt.training.data import color_jitter, data_root
 
 
 @dataclass
@@ -75,6 +75,8 @@ def seg_transform(cfg: SegDataConfig, train: bool) -> Compose:
         steps.append(RandomRotate(cfg.up_axis, cfg.augment.rotate_degrees))
     if train and cfg.augment.scale != (1.0, 1.0):
         steps.append(RandomScale(*cfg.augment.scale))
+    if train and (j := color_jitter(cfg.augment.color_jitter)) is not None:
+        steps.append(j)
     steps.append(Voxelize(cfg.voxel_size, cfg.features, cfg.up_axis))
     return Compose(steps)
 
