@@ -357,9 +357,9 @@ def test_training_transforms_jitter_colours_by_default_and_evaluation_does_not()
     cfg.augment.color_jitter.permute, cfg.augment.color_jitter.gain = False, 0.0
     cfg.augment.color_jitter.shift, cfg.augment.color_jitter.gray = 0.0, 0.0
     assert "ColorJitter" not in [type(t).__name__ for t in seg_transform(cfg, train=True).transforms]
-    # pretraining: the same jitter of the student's colours by default (never at evaluation), off when asked
+    # pretraining: off by default; when asked, jittered in training, never at evaluation
     p = PretrainConfig().data
+    assert "ColorJitter" not in [type(t).__name__ for t in build_transform(p, train=True).transforms]
+    p.augment.color_jitter.gray = 0.5
     assert "ColorJitter" in [type(t).__name__ for t in build_transform(p, train=True).transforms]
     assert "ColorJitter" not in [type(t).__name__ for t in build_transform(p, train=False).transforms]
-    p.augment.color_jitter = type(p.augment.color_jitter)()
-    assert "ColorJitter" not in [type(t).__name__ for t in build_transform(p, train=True).transforms]

@@ -41,11 +41,8 @@ class AugmentConfig:
     scale: tuple[float, float] = (0.9, 1.1)
     #: probability that the student sees a sample's points without colour (the teacher keeps the image)
     color_drop: float = 0.0
-    #: chromatic augmentation of the student's points (the teacher keeps the image), as in fine-tuning,
-    #: so the features are learned for the colours the downstream network will see
-    color_jitter: ColorJitterConfig = field(
-        default_factory=lambda: ColorJitterConfig(permute=True, gain=0.4, shift=0.2, gray=0.2)
-    )
+    #: chromatic augmentation of the student's points (the teacher keeps the image); off by default
+    color_jitter: ColorJitterConfig = field(default_factory=ColorJitterConfig)
 
 
 @dataclass

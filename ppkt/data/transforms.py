@@ -223,7 +223,7 @@ class ColorJitter(Transform):
     augmentations of MinkowskiNet's indoor recipes."""
 
     def __init__(
-        self, permute: bool = True, gain: float = 0.4, shift: float = 0.2, gray: float = 0.2
+        self, permute: bool = False, gain: float = 0.4, shift: float = 0.2, gray: float = 0.2
     ) -> None:
         for name, value in (("gain", gain), ("shift", shift), ("gray", gray)):
             if not 0 <= value <= 1:
