@@ -69,6 +69,78 @@ def test_bad_overrides(override: str, message: str) -> None:
         load_config(PretrainConfig, overrides=[override])
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lr=-1", "'optim.lr': must be a finite number > 0, got -1.0"),
+        ("optim.lr=.nan", "'optim.lr': must be a finite number > 0, got nan"),
+        ("optim.weight_decay=-1", "'optim.weight_decay': must be >= 0"),
+        ("optim.momentum=1", "'optim.momentum': must be in \\[0, 1\\)"),
+        ("optim.warmup_steps=-5", "'optim.warmup_steps': must be >= 0"),
+        ("trainer.max_epochs=0", "'trainer.max_epochs': must be >= 1"),
+        ("trainer.max_steps=0", "'trainer.max_steps': must be >= 1, or -1"),
+        ("trainer.batch_size=0", "'trainer.batch_size': must be >= 1"),
+        ("trainer.threads=-1", "'trainer.threads': must be >= 1"),
+        ("trainer.precision=foo", "'trainer.precision': 'foo' is not one of \\['auto'"),
+        ("trainer.accelerator=foo", "'trainer.accelerator': 'foo' is not one of"),
+        ("trainer.devices=0", "'trainer.devices': must be a count >= 1"),
+        ("data.num_workers=-1", "'data.num_workers': must be >= 0"),
+        ("data.features=[foo]", "'data.features': must be distinct names from \\['rgb', 'ones', 'height'\\]"),
+        ("data.features=[]", "'data.features'"),
+        ("data.features=[rgb, rgb]", "'data.features'"),
+        ("data.min_depth=7", "need 0 <= min_depth < max_depth, got 7.0 and 6.0"),
+        ("data.augment.scale=[-1, 0]", "'data.augment.scale': must be \\[a, b\\] with 0 < a <= b"),
+        (
+            "data.augment.crop_scale=[0.5, 2]",
+            "'data.augment.crop_scale': must be \\[a, b\\] with 0 < a <= b <= 1",
+        ),
+        ("data.augment.flip=2", "'data.augment.flip': must be in \\[0, 1\\]"),
+        ("loss.temperature=0", "'loss.temperature': must be a finite number > 0"),
+        ("loss.num_pairs=1", "'loss.num_pairs': must be 0 \\(all\\) or >= 2"),
+        ("eval.retrieval_points=1", "'eval.retrieval_points': must be >= 2"),
+    ],
+)
+def test_out_of_range_values_name_their_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(PretrainConfig, overrides=[override])
+    assert load_config(
+        PretrainConfig, overrides=["trainer.devices=-1", "trainer.max_steps=-1"]
+    )  # all / epochs
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.head_lr=-1", "'optim.head_lr': must be a finite number > 0"),
+        ("optim.head_only_steps=-1", "'optim.head_only_steps': must be >= 0"),
+        ("trainer.max_steps=0", "'trainer.max_steps': must be >= 1"),
+        ("trainer.val_every_n_steps=-1", "'trainer.val_every_n_steps': must be >= 0"),
+        ("data.augment.scale=[-1, 0]", "'data.augment.scale'"),
+        ("data.augment.crop=0", "'data.augment.crop': must be a finite number > 0"),
+        ("data.fuse_voxel_size=0", "'data.fuse_voxel_size'"),
+        ("data.features=[foo]", "'data.features'"),
+        ("labels=0", "'labels': must be in \\(0, 1\\]"),
+    ],
+)
+def test_finetune_out_of_range_values_name_their_key(override: str, message: str) -> None:
+    from ppkt.config import FinetuneConfig
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(FinetuneConfig, overrides=[override])
+
+
+def test_demo_checks_every_section_before_running() -> None:
+    """Nested sections name their full dotted key; demo-level values are checked at load time."""
+    from ppkt.config.demo import DemoConfig
+
+    with pytest.raises(ConfigError, match=r"'finetune\.trainer\.max_steps': must be >= 1"):
+        load_config(DemoConfig, overrides=["finetune.trainer.max_steps=0"])
+    with pytest.raises(ConfigError, match=r"'pretrain\.optim\.lr'"):
+        load_config(DemoConfig, overrides=["pretrain.optim.lr=0"])
+    with pytest.raises(ConfigError, match="'probe_labels': must be in \\(0, 1\\]"):
+        load_config(DemoConfig, overrides=["probe_labels=2"])
+
+
 def test_file_with_unknown_key_is_rejected(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
     f.write_text("trainer:\n  max_epoch: 3\n")
@@ -76,6 +148,10 @@ def test_file_with_unknown_key_is_rejected(tmp_path: Path) -> None:
         load_config(PretrainConfig, f)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(PretrainConfig, tmp_path / "missing.yaml")
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match=r"binary\.yaml: not a text \(UTF-8\) YAML file"):
+        load_config(PretrainConfig, binary)
 
 
 def test_dump_round_trip(tmp_path: Path) -> None:

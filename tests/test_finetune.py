@@ -5,10 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from ppkt.cli.main import main
 from ppkt.errors import WeightsError
@@ -224,6 +227,79 @@ def test_finetune_rejects_a_mismatched_student(
         ]
     )
     assert code == 2 and "res16unet34c" in capsys.readouterr().err
+
+
+def _copy_without_class_list(src: Path, dst: Path) -> Path:
+    """The dataset's scene folders without ``dataset.json``: classes are then known only from the labels."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("dataset.json"))
+    (dst / "dataset.json").unlink(missing_ok=True)
+    return dst
+
+
+def test_a_class_only_in_the_test_scenes_is_counted(
+    tiny_synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Class 13 exists only in the test scene: fine-tuning sizes its head, class weights and metrics for
+    it; a model that predicts fewer classes than the data holds is refused by ``ppkt evaluate``."""
+    plain = _copy_without_class_list(tiny_synth, tmp_path / "plain")
+    rare = _copy_without_class_list(tiny_synth, tmp_path / "rare")
+    for f in sorted((rare / "scene_0002").glob("*.label.png")):  # the test scene (data.test=0.3 of 3)
+        lab = np.array(Image.open(f))
+        lab[lab == 1] = 13
+        Image.fromarray(lab).save(f)
+    out = tmp_path / "ft"
+    assert main(["finetune", "--out", str(out), f"data.root={rare}", *TINY_FINETUNE]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert len(m["test"]["per_class_iou"]) == 13 and m["test"]["per_class_iou"]["class_13"] is not None
+    assert m["test"]["per_class_iou"]["class_1"] is None  # class 1 only in the training scenes now
+
+    small = tmp_path / "small"  # trained where the largest label is 12
+    assert main(["finetune", "--out", str(small), f"data.root={plain}", *TINY_FINETUNE]) == 0
+    capsys.readouterr()
+    ckpt = str(small / "checkpoints" / "last.ckpt")
+    assert main(["evaluate", "--ckpt", ckpt, "--data", str(rare), "--out", str(tmp_path / "ev")]) == 2
+    err = capsys.readouterr().err
+    assert f"{rare}: the data has 13 classes but the model of {ckpt} predicts 12" in err
+
+
+def test_data_without_labels_and_bad_output_paths_are_refused(
+    tiny_synth: Path, pretrained_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nolabels = _copy_without_class_list(tiny_synth, tmp_path / "nolabels")
+    for f in nolabels.glob("*/*.label.png"):
+        f.unlink()
+    assert main(["finetune", "--out", str(tmp_path / "a"), f"data.root={nolabels}", *TINY_FINETUNE]) == 2
+    assert f"{nolabels}: no scene has labelled points" in capsys.readouterr().err
+
+    # labels only in the test scene: the training scenes have none to learn from
+    partial = _copy_without_class_list(tiny_synth, tmp_path / "partial")
+    for f in [*partial.glob("scene_0000/*.label.png"), *partial.glob("scene_0001/*.label.png")]:
+        Image.fromarray(np.zeros_like(np.array(Image.open(f)))).save(f)
+    assert main(["finetune", "--out", str(tmp_path / "b"), f"data.root={partial}", *TINY_FINETUNE]) == 2
+    assert "hold no labelled points" in capsys.readouterr().err
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["finetune", "--out", str(afile), f"data.root={tiny_synth}", *TINY_FINETUNE]) == 2
+    assert f"{afile}: the output path exists and is not a folder" in capsys.readouterr().err
+    assert afile.read_text() == "x"
+
+    # a student pretrained on rgb cannot be fine-tuned on other input features
+    code = main(
+        [
+            "finetune",
+            "--out",
+            str(tmp_path / "c"),
+            "--init",
+            str(pretrained_ckpt),
+            f"data.root={tiny_synth}",
+            *TINY_FINETUNE,
+            "data.features=[rgb, height]",
+        ]
+    )
+    assert code == 2 and "pretrained on input features ['rgb'] but data.features=['rgb', 'height']" in (
+        capsys.readouterr().err
+    )
 
 
 @pytest.mark.slow

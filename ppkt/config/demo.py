@@ -18,7 +18,9 @@ class DemoConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     workers: int = 2
 
-    def validate(self) -> None:
+    def validate(self, prefix: str = "") -> None:
+        if not 0 < self.probe_labels <= 1:
+            raise ConfigError(f"config key 'probe_labels': must be in (0, 1], got {self.probe_labels}")
         if self.workers < 1:
             raise ConfigError(f"config key 'workers': must be >= 1, got {self.workers}")
         if not self.seeds:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ppkt.config import checks
+from ppkt.config.checks import key
 from ppkt.config.pretrain import ColorJitterConfig, StudentConfig, SynthConfig
 from ppkt.errors import ConfigError
 
@@ -39,19 +41,24 @@ class SegDataConfig:
     num_workers: int = 0
     augment: SegAugmentConfig = field(default_factory=SegAugmentConfig)
 
-    def validate(self) -> None:
+    def validate(self, prefix: str = "data") -> None:
         if not (0 < self.test < 1 and 0 <= self.val < 1 and self.test + self.val < 1):
             raise ConfigError(
-                f"config keys 'data.test'/'data.val': need 0 < test, 0 <= val, test + val < 1, "
-                f"got test={self.test}, val={self.val}"
+                f"config keys '{key(prefix, 'test')}'/'{key(prefix, 'val')}': need 0 < test, 0 <= val, "
+                f"test + val < 1, got test={self.test}, val={self.val}"
             )
-        if self.augment.crop is not None and self.augment.crop <= 0:
-            raise ConfigError(
-                f"config key 'data.augment.crop': must be > 0 metres or null, got {self.augment.crop}"
-            )
-        self.augment.color_jitter.check("data.augment.color_jitter")
-        if self.voxel_size <= 0 or self.fuse_voxel_size <= 0:
-            raise ConfigError("config keys 'data.voxel_size'/'data.fuse_voxel_size' must be > 0")
+        checks.positive(prefix, "voxel_size", self.voxel_size)
+        checks.positive(prefix, "fuse_voxel_size", self.fuse_voxel_size)
+        checks.at_least(prefix, "frame_skip", self.frame_skip, 1)
+        checks.at_least(prefix, "num_workers", self.num_workers, 0)
+        checks.features(prefix, self.features)
+        checks.depth_range(prefix, self.min_depth, self.max_depth)
+        aug = key(prefix, "augment")
+        if self.augment.crop is not None:
+            checks.positive(aug, "crop", self.augment.crop)
+        checks.interval(aug, "scale", self.augment.scale, 0)
+        checks.at_least(aug, "rotate_degrees", self.augment.rotate_degrees, 0)
+        self.augment.color_jitter.check(key(aug, "color_jitter"))
 
 
 @dataclass
@@ -67,6 +74,11 @@ class SegOptimConfig:
     #: "linear probe, then fine-tune"; the backbone's warm-up and cosine start after them
     head_only_steps: int = 0
 
+    def validate(self, prefix: str = "optim") -> None:
+        checks.optim_common(prefix, self.lr, self.weight_decay, self.momentum, self.warmup_steps)
+        checks.positive(prefix, "head_lr", self.head_lr)
+        checks.at_least(prefix, "head_only_steps", self.head_only_steps, 0)
+
 
 @dataclass
 class SegTrainerConfig:
@@ -80,6 +92,11 @@ class SegTrainerConfig:
     threads: int | None = None
     log_every_n_steps: int = 10
     progress_bar: bool = True
+
+    def validate(self, prefix: str = "trainer") -> None:
+        checks.at_least(prefix, "max_steps", self.max_steps, 1)
+        checks.at_least(prefix, "val_every_n_steps", self.val_every_n_steps, 0)
+        checks.trainer_common(prefix, self)
 
 
 @dataclass
@@ -97,10 +114,6 @@ class FinetuneConfig:
     optim: SegOptimConfig = field(default_factory=SegOptimConfig)
     trainer: SegTrainerConfig = field(default_factory=SegTrainerConfig)
 
-    def validate(self) -> None:
-        if self.optim.head_only_steps < 0:
-            raise ConfigError(
-                f"config key 'optim.head_only_steps': must be >= 0, got {self.optim.head_only_steps}"
-            )
+    def validate(self, prefix: str = "") -> None:
         if not 0 < self.labels <= 1:
-            raise ConfigError(f"config key 'labels': must be in (0, 1], got {self.labels}")
+            raise ConfigError(f"config key '{key(prefix, 'labels')}': must be in (0, 1], got {self.labels}")

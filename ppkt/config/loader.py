@@ -100,7 +100,7 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
     if callable(validate):
-        validate()
+        validate(prefix)  # the section's own dotted key, so that messages name the key the user wrote
     return obj
 
 
@@ -159,9 +159,11 @@ def load_config(cls: type[T], file: str | Path | None = None, overrides: Sequenc
     if file is not None:
         path = Path(file)
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except OSError as e:
             raise ConfigError(f"{path}: cannot read config file: {e.strerror}") from e
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not a text (UTF-8) YAML file: {e.reason} at byte {e.start}") from e
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: invalid YAML: {e}") from e
         if not isinstance(loaded, dict):

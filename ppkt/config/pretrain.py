@@ -6,6 +6,8 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ppkt.config import checks
+from ppkt.config.checks import key
 from ppkt.errors import ConfigError
 
 
@@ -64,18 +66,26 @@ class DataConfig:
     num_workers: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
-    def validate(self) -> None:
+    def validate(self, prefix: str = "data") -> None:
         if not 0 <= self.heldout < 1:
-            raise ConfigError(f"config key 'data.heldout': must be in [0, 1), got {self.heldout}")
-        if self.voxel_size <= 0:
-            raise ConfigError(f"config key 'data.voxel_size': must be > 0, got {self.voxel_size}")
-        if self.frame_skip < 1:
-            raise ConfigError(f"config key 'data.frame_skip': must be >= 1, got {self.frame_skip}")
-        if not 0 <= self.augment.color_drop <= 1:
+            raise ConfigError(f"config key '{key(prefix, 'heldout')}': must be in [0, 1), got {self.heldout}")
+        checks.positive(prefix, "voxel_size", self.voxel_size)
+        checks.at_least(prefix, "frame_skip", self.frame_skip, 1)
+        checks.at_least(prefix, "num_workers", self.num_workers, 0)
+        checks.features(prefix, self.features)
+        checks.depth_range(prefix, self.min_depth, self.max_depth)
+        if not min(self.image_size) >= 8:
             raise ConfigError(
-                f"config key 'data.augment.color_drop': must be in [0, 1], got {self.augment.color_drop}"
+                f"config key '{key(prefix, 'image_size')}': must be [H, W] >= 8 pixels, "
+                f"got {list(self.image_size)}"
             )
-        self.augment.color_jitter.check("data.augment.color_jitter")
+        aug = key(prefix, "augment")
+        checks.unit(aug, "flip", self.augment.flip)
+        checks.interval(aug, "crop_scale", self.augment.crop_scale, 0, 1)
+        checks.interval(aug, "scale", self.augment.scale, 0)
+        checks.at_least(aug, "rotate_degrees", self.augment.rotate_degrees, 0)
+        checks.unit(aug, "color_drop", self.augment.color_drop)
+        self.augment.color_jitter.check(key(aug, "color_jitter"))
 
 
 @dataclass
@@ -93,6 +103,9 @@ class UPLConfig:
     dim: int = 64
     output_stride: Literal[1, 2, 4, 8] = 1
 
+    def validate(self, prefix: str = "upl") -> None:
+        checks.at_least(prefix, "dim", self.dim, 1)
+
 
 @dataclass
 class StudentConfig:
@@ -108,12 +121,16 @@ class LossConfig:
     #: > 0: pool points and pixels over SLIC superpixels of about this many segments per image (SLidR)
     superpixels: int = 0
 
-    def validate(self) -> None:
-        if self.superpixels < 0:
-            raise ConfigError(f"config key 'loss.superpixels': must be >= 0, got {self.superpixels}")
+    def validate(self, prefix: str = "loss") -> None:
+        checks.positive(prefix, "temperature", self.temperature)
+        if not (self.num_pairs == 0 or self.num_pairs >= 2):
+            raise ConfigError(
+                f"config key '{key(prefix, 'num_pairs')}': must be 0 (all) or >= 2, got {self.num_pairs}"
+            )
+        checks.at_least(prefix, "superpixels", self.superpixels, 0)
         if self.superpixels > 0 and importlib.util.find_spec("skimage") is None:
             raise ConfigError(
-                "config key 'loss.superpixels': SLIC superpixels need scikit-image "
+                f"config key '{key(prefix, 'superpixels')}': SLIC superpixels need scikit-image "
                 "(pip install 'ppkt[superpixels]'), or set it to 0"
             )
 
@@ -126,6 +143,9 @@ class OptimConfig:
     momentum: float = 0.9
     warmup_steps: int = 20
     schedule: Literal["cosine", "constant"] = "cosine"
+
+    def validate(self, prefix: str = "optim") -> None:
+        checks.optim_common(prefix, self.lr, self.weight_decay, self.momentum, self.warmup_steps)
 
 
 @dataclass
@@ -143,11 +163,25 @@ class TrainerConfig:
     log_every_n_steps: int = 5
     progress_bar: bool = True
 
+    def validate(self, prefix: str = "trainer") -> None:
+        checks.at_least(prefix, "max_epochs", self.max_epochs, 1)
+        if not (self.max_steps == -1 or self.max_steps >= 1):
+            raise ConfigError(
+                f"config key '{key(prefix, 'max_steps')}': must be >= 1, or -1 (use max_epochs), "
+                f"got {self.max_steps}"
+            )
+        checks.at_least(prefix, "num_nodes", self.num_nodes, 1)
+        checks.trainer_common(prefix, self)
+
 
 @dataclass
 class EvalConfig:
     retrieval_points: int = 512
     retrieval_frames: int = 48
+
+    def validate(self, prefix: str = "eval") -> None:
+        checks.at_least(prefix, "retrieval_points", self.retrieval_points, 2)
+        checks.at_least(prefix, "retrieval_frames", self.retrieval_frames, 1)
 
 
 @dataclass

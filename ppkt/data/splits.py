@@ -237,11 +237,16 @@ class SceneSegmentationDataset(Dataset[Sample]):
     def num_labelled_points(self) -> int:
         return sum(int((lab != self.ignore_index).sum()) for lab in self.labels)
 
-    def class_counts(self) -> Tensor:
-        """``[num_classes]`` int64: labelled points per class over the kept labels (what training sees)."""
-        counts = torch.zeros(self.num_classes, dtype=torch.long)
+    def class_counts(self, num_classes: int | None = None) -> Tensor:
+        """``[num_classes]`` int64: labelled points per class over the kept labels (what training sees).
+        ``num_classes`` (at least the dataset's own) sizes the vector for classes that only other splits
+        hold."""
+        n = self.num_classes if num_classes is None else num_classes
+        if n < self.num_classes:
+            raise ValueError(f"num_classes={n} is below the dataset's {self.num_classes} classes")
+        counts = torch.zeros(n, dtype=torch.long)
         for lab in self.labels:
-            counts += torch.bincount(lab[lab != self.ignore_index], minlength=self.num_classes)
+            counts += torch.bincount(lab[lab != self.ignore_index], minlength=n)
         return counts
 
     def __len__(self) -> int:

@@ -13,11 +13,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ppkt.config.checks import FEATURES
 from ppkt.data.sample import Sample
 from ppkt.geometry import rotation_about_axis, voxelize
 from ppkt.geometry.voxelize import first_by_priority
-
-FEATURES = ("rgb", "ones", "height")
 
 
 class Transform:

@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from ppkt.config import dump_config, to_dict
-from ppkt.errors import WeightsError
+from ppkt.errors import ConfigError, WeightsError
 
 
 def resolve_precision(precision: str, accelerator: str) -> Any:
@@ -50,11 +50,22 @@ def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=r"You defined a `validation_step` but have no `val_dataloader`")
 
 
+def output_dir(out: str | Path) -> Path:
+    """Create the output folder ``out`` (and its parents); a clear error when that is impossible."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path}: the output path exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot create the output folder: {e.strerror}") from e
+    return path
+
+
 def start_run(cfg: Any, out: str | Path, seed: int, threads: int | None, verbose: bool = True) -> Path:
     """Create the run directory, set threads and seeds, write (and print) the resolved config."""
     quiet_known_warnings()
-    run_dir = Path(out)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = output_dir(out)
     if threads:
         torch.set_num_threads(threads)
     L.seed_everything(seed, workers=True, verbose=False)

@@ -16,6 +16,7 @@ from ppkt.config import dump_config, from_dict, to_dict
 from ppkt.config.demo import DemoConfig
 from ppkt.config.finetune import FinetuneConfig
 from ppkt.data.sources import open_scenes
+from ppkt.training.common import output_dir
 from ppkt.training.finetune import run_finetune
 from ppkt.training.pretrain import run_pretrain
 from ppkt.training.pretrain_module import PPKTPretrainModule
@@ -35,8 +36,7 @@ def align_finetune_data(cfg: DemoConfig) -> None:
 
 def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     start = time.time()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out)
     align_finetune_data(cfg)
     dump_config(cfg, out / "config.yaml")
     pretrain_metrics = run_pretrain(cfg.pretrain, out / "pretrain")

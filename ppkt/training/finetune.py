@@ -14,15 +14,18 @@ import torch
 from ppkt.config import FinetuneConfig, to_dict
 from ppkt.config.finetune import SegDataConfig
 from ppkt.data.scenes import FusedScene
+from ppkt.data.splits import SceneSegmentationDataset
+from ppkt.errors import ConfigError, DataError
 from ppkt.training.common import (
     checkpoint_callback,
     load_run_checkpoint,
+    output_dir,
     resolve_precision,
     run_loggers,
     start_run,
 )
 from ppkt.training.data import num_input_features
-from ppkt.training.seg_data import SceneSplits, eval_loader, load_scene_splits, train_loader
+from ppkt.training.seg_data import SceneSplits, eval_loader, load_scene_splits, require_labels, train_loader
 from ppkt.training.seg_module import SegmentationModule, iou_from_confusion
 
 
@@ -87,8 +90,15 @@ def run_finetune(
         label_fraction=cfg.labels,
         seed=t.seed,
     )
+    dataset = loader.dataset
+    assert isinstance(dataset, SceneSegmentationDataset)
+    if dataset.num_labelled_points() == 0:
+        raise DataError(
+            f"{splits.root}: the labelled training scenes ({', '.join(s.name for s in dataset.scenes)}) "
+            "hold no labelled points (label 0 = unlabelled everywhere)"
+        )
     if cfg.class_weights == "inverse_sqrt":
-        module.set_class_weights(loader.dataset.class_counts())  # type: ignore[attr-defined]
+        module.set_class_weights(dataset.class_counts(splits.num_classes))
     val = eval_loader(cfg.data, splits.val) if (t.val_every_n_steps > 0 and splits.val) else None
     trainer = L.Trainer(
         default_root_dir=out,
@@ -129,6 +139,7 @@ def run_evaluate(
     """Evaluate a ``ppkt finetune`` checkpoint on ``split`` of ``data`` (a folder, or ``synthetic`` / None
     for the data the model was trained on)."""
     path = Path(ckpt_path)
+    out = output_dir(out)
     module = load_run_checkpoint(SegmentationModule, path, "finetune")
     cfg = module.cfg
     if data not in (None, "synthetic"):
@@ -140,10 +151,16 @@ def run_evaluate(
         "test": splits.test,
         "all": splits.train + splits.val + splits.test,
     }[split]
+    if not scenes:
+        raise ConfigError(f"{splits.root}: the {split!r} split has no scenes (data.val={cfg.data.val})")
+    if splits.num_classes > module.num_classes:
+        raise DataError(
+            f"{splits.root}: the data has {splits.num_classes} classes but the model of {path} predicts "
+            f"{module.num_classes}"
+        )
+    require_labels(scenes, f"{splits.root} ({split} split)")
     metrics = evaluate_segmentation(module, cfg.data, scenes)
     metrics.update(checkpoint=str(path), data=str(splits.root), split=split)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(format_table(metrics))
     return metrics

@@ -19,7 +19,7 @@ from ppkt.data.datasets import FrameRef
 from ppkt.data.sample import Batch
 from ppkt.data.sources import open_scenes
 from ppkt.errors import ConfigError
-from ppkt.training.common import load_run_checkpoint
+from ppkt.training.common import load_run_checkpoint, output_dir
 from ppkt.training.data import data_root, frame_splits, make_loader, num_input_features
 from ppkt.training.pretrain_module import PPKTPretrainModule
 
@@ -93,6 +93,7 @@ def run_retrieval_eval(
     untrained student and UPL built from the same config and seed. Writes ``<out>/metrics.json``.
     """
     path = Path(ckpt_path)
+    out = output_dir(out)
     module = load_run_checkpoint(PPKTPretrainModule, path, "pretrain")
     cfg = module.cfg
     cfg.teacher.cache = False
@@ -131,8 +132,6 @@ def run_retrieval_eval(
         "retrieval_points": n_points,
         "ratio_vs_random_init": trained.top1 / random_init.top1 if random_init.top1 > 0 else float("inf"),
     }
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print("[ppkt] retrieval:\n" + json.dumps(metrics, indent=2))
     return metrics

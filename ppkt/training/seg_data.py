@@ -15,7 +15,7 @@ from ppkt.data.scenes import FusedScene, load_or_fuse
 from ppkt.data.sources import open_scenes
 from ppkt.data.splits import SceneSegmentationDataset
 from ppkt.data.transforms import Compose, RandomCrop, RandomRotate, RandomScale, Transform, Voxelize
-from ppkt.errors import ConfigError
+from ppkt.errors import ConfigError, DataError
 from ppkt.training.data import color_jitter, data_root
 
 
@@ -62,9 +62,22 @@ def load_scene_splits(cfg: SegDataConfig, verbose: bool = True) -> SceneSplits:
         raise ConfigError(
             f"{root}: {n} scene(s) cannot be split into train/val/test ({cfg.val=}, {cfg.test=})"
         )
-    return SceneSplits(
+    splits = SceneSplits(
         root, scenes[: n - n_test - n_val], scenes[n - n_test - n_val : n - n_test], scenes[n - n_test :]
     )
+    if splits.num_classes < 1:
+        raise DataError(
+            f"{root}: no scene has labelled points (segmentation needs <frame>.label.png files with class "
+            "ids > 0; 0 = unlabelled)"
+        )
+    return splits
+
+
+def require_labels(scenes: list[FusedScene], where: str) -> None:
+    """A :class:`DataError` naming ``where`` when none of ``scenes`` has a labelled point."""
+    if not any(bool((s.label > 0).any()) for s in scenes):
+        names = ", ".join(s.name for s in scenes)
+        raise DataError(f"{where}: the scenes {names} hold no labelled points (label 0 = unlabelled)")
 
 
 def seg_transform(cfg: SegDataConfig, train: bool) -> Compose:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +47,7 @@ def load_pretrained_student(path: str | Path) -> tuple[dict[str, Tensor], dict[s
     except FileNotFoundError:
         raise WeightsError(f"{path}: checkpoint file does not exist") from None
     except Exception as e:  # corrupt, truncated or not a checkpoint
-        raise WeightsError(f"{path}: cannot read checkpoint: {e}") from e
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
     sd = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if not isinstance(sd, dict):
         raise WeightsError(f"{path}: not a Lightning checkpoint (no state_dict)")
@@ -92,10 +94,24 @@ class SegmentationModule(L.LightningModule):
 
     def load_backbone(self, path: str | Path) -> None:
         weights, hp = load_pretrained_student(path)
-        pre = hp.get("config", {}).get("student", {}).get("name")
+        pre_cfg = hp.get("config", {})
+        pre = pre_cfg.get("student", {}).get("name")
         if pre is not None and pre != self.cfg.student.name:
             raise WeightsError(
                 f"{path}: pretrained student is {pre!r} but student.name={self.cfg.student.name!r}"
+            )
+        pre_features = pre_cfg.get("data", {}).get("features")
+        if pre_features is not None and list(pre_features) != list(self.cfg.data.features):
+            raise WeightsError(
+                f"{path}: the student was pretrained on input features {list(pre_features)} but "
+                f"data.features={list(self.cfg.data.features)} (set them equal)"
+            )
+        pre_voxel = pre_cfg.get("data", {}).get("voxel_size")
+        if pre_voxel is not None and not math.isclose(pre_voxel, self.cfg.data.voxel_size):
+            warnings.warn(
+                f"{path}: the student was pretrained with data.voxel_size={pre_voxel} but fine-tunes with "
+                f"{self.cfg.data.voxel_size}: its filters see another scale",
+                stacklevel=2,
             )
         try:
             self.student.load_state_dict(weights, strict=True)

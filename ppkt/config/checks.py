@@ -1,0 +1,97 @@
+"""Range checks shared by the config sections: each raises :class:`ConfigError` naming the full key.
+
+A section's ``validate(prefix)`` is called by :func:`ppkt.config.loader.from_dict` with the section's own
+dotted key (``"optim"``, or ``"finetune.optim"`` inside the demo config), so messages name the key the user
+wrote. Comparisons are written so that NaN fails every check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ppkt.errors import ConfigError
+
+#: per-voxel input features the voxelizer can compute
+FEATURES: tuple[str, ...] = ("rgb", "ones", "height")
+#: Lightning precision names accepted by ``trainer.precision`` (besides ``auto``)
+PRECISIONS: tuple[str, ...] = ("auto", "64-true", "32-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed")
+#: Lightning accelerators accepted by ``trainer.accelerator``
+ACCELERATORS: tuple[str, ...] = ("auto", "cpu", "gpu", "cuda", "mps")
+
+
+def key(prefix: str, name: str) -> str:
+    """``prefix.name`` (or ``name`` at the top level)."""
+    return f"{prefix}.{name}" if prefix else name
+
+
+def at_least(prefix: str, name: str, value: float, low: float) -> None:
+    if not value >= low:
+        raise ConfigError(f"config key '{key(prefix, name)}': must be >= {low}, got {value}")
+
+
+def positive(prefix: str, name: str, value: float) -> None:
+    if not (value > 0 and value < float("inf")):
+        raise ConfigError(f"config key '{key(prefix, name)}': must be a finite number > 0, got {value}")
+
+
+def unit(prefix: str, name: str, value: float) -> None:
+    """``value`` in [0, 1] (a probability or a fraction)."""
+    if not 0 <= value <= 1:
+        raise ConfigError(f"config key '{key(prefix, name)}': must be in [0, 1], got {value}")
+
+
+def interval(prefix: str, name: str, value: Sequence[float], low: float, high: float | None = None) -> None:
+    """``value = [a, b]`` with ``low < a <= b`` (and ``b <= high``)."""
+    a, b = value
+    if not (a > low and a <= b and (high is None or b <= high)):
+        bound = f"{low} < a <= b" + (f" <= {high}" if high is not None else "")
+        raise ConfigError(f"config key '{key(prefix, name)}': must be [a, b] with {bound}, got {list(value)}")
+
+
+def one_of(prefix: str, name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"config key '{key(prefix, name)}': {value!r} is not one of {list(choices)}")
+
+
+def features(prefix: str, value: Sequence[str]) -> None:
+    bad = [f for f in value if f not in FEATURES]
+    if not value or bad or len(set(value)) != len(value):
+        raise ConfigError(
+            f"config key '{key(prefix, 'features')}': must be distinct names from {list(FEATURES)}, "
+            f"got {list(value)}"
+        )
+
+
+def depth_range(prefix: str, min_depth: float, max_depth: float) -> None:
+    if not 0 <= min_depth < max_depth:
+        raise ConfigError(
+            f"config keys '{key(prefix, 'min_depth')}'/'{key(prefix, 'max_depth')}': need 0 <= min_depth "
+            f"< max_depth, got {min_depth} and {max_depth}"
+        )
+
+
+def trainer_common(prefix: str, trainer: Any) -> None:
+    """Checks shared by the pretraining and fine-tuning ``trainer`` sections (``batch_size``,
+    ``threads``, ``log_every_n_steps``, ``precision``, ``accelerator``, ``devices``)."""
+    at_least(prefix, "batch_size", trainer.batch_size, 1)
+    if trainer.threads is not None:
+        at_least(prefix, "threads", trainer.threads, 1)
+    at_least(prefix, "log_every_n_steps", trainer.log_every_n_steps, 1)
+    one_of(prefix, "precision", trainer.precision, PRECISIONS)
+    one_of(prefix, "accelerator", trainer.accelerator, ACCELERATORS)
+    devices = trainer.devices
+    if isinstance(devices, int) and not (devices >= 1 or devices == -1):
+        raise ConfigError(
+            f"config key '{key(prefix, 'devices')}': must be a count >= 1, -1 (all), or a string such as "
+            f"'auto' or '0,1', got {devices}"
+        )
+
+
+def optim_common(prefix: str, lr: float, weight_decay: float, momentum: float, warmup_steps: int) -> None:
+    """Checks shared by the pretraining and fine-tuning ``optim`` sections."""
+    positive(prefix, "lr", lr)
+    at_least(prefix, "weight_decay", weight_decay, 0)
+    if not 0 <= momentum < 1:
+        raise ConfigError(f"config key '{key(prefix, 'momentum')}': must be in [0, 1), got {momentum}")
+    at_least(prefix, "warmup_steps", warmup_steps, 0)
