@@ -98,6 +98,14 @@ def test_bad_overrides(override: str, message: str) -> None:
         ("loss.temperature=0", "'loss.temperature': must be a finite number > 0"),
         ("loss.num_pairs=1", "'loss.num_pairs': must be 0 \\(all\\) or >= 2"),
         ("eval.retrieval_points=1", "'eval.retrieval_points': must be >= 2"),
+        ("teacher.name=foo", "'teacher.name': 'foo' is not one of \\[.*'efficientnet_lite0'"),
+        ("teacher.layers=[]", "'teacher.layers': must be distinct layer names of efficientnet_lite0"),
+        ("teacher.layers=[foo]", "'teacher.layers'.*got \\['foo'\\]"),
+        ("teacher.layers=[stage7, stage7]", "'teacher.layers'"),
+        # the default layers are EfficientNet's: another teacher needs its own (or null)
+        ("teacher.name=resnet18", "'teacher.layers': must be distinct layer names of resnet18 .*or null"),
+        ("student.name=foo", "'student.name': 'foo' is not one of .*'unet_small'"),
+        ("loss.name=foo", "'loss.name': 'foo' is not one of \\['ppnce'\\]"),
     ],
 )
 def test_out_of_range_values_name_their_key(override: str, message: str) -> None:
@@ -127,6 +135,22 @@ def test_finetune_out_of_range_values_name_their_key(override: str, message: str
 
     with pytest.raises(ConfigError, match=message):
         load_config(FinetuneConfig, overrides=[override])
+
+
+def test_valid_teacher_choices_and_cache_dirs_pass(tmp_path: Path) -> None:
+    cfg = load_config(PretrainConfig, overrides=["teacher.name=resnet18", "teacher.layers=null"])
+    assert cfg.teacher.layers is None
+    cfg = load_config(PretrainConfig, overrides=["teacher.layers=[stage3, stage7]", "teacher.name=dinov2"])
+    assert cfg.teacher.layers == ["stage3", "stage7"]  # DINOv2 layers depend on its weights: checked at build
+    assert load_config(PretrainConfig, overrides=[f"data.cache_dir={tmp_path / 'new'}"])
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    with pytest.raises(ConfigError, match=f"'data.cache_dir': {a_file} exists and is not a folder"):
+        load_config(PretrainConfig, overrides=[f"data.cache_dir={a_file}"])
+    from ppkt.config import FinetuneConfig
+
+    with pytest.raises(ConfigError, match=r"'data\.cache_dir'"):
+        load_config(FinetuneConfig, overrides=[f"data.cache_dir={a_file}"])
 
 
 def test_demo_checks_every_section_before_running() -> None:

@@ -20,7 +20,9 @@ from ppkt.data.embedded import ensure_synthetic
 from .conftest import REPO, TINY_PRETRAIN
 
 
-def test_pretrain_writes_config_checkpoints_logs_and_metrics(tiny_synth: Path, tmp_path: Path) -> None:
+def test_pretrain_writes_config_checkpoints_logs_and_metrics(
+    tiny_synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
     assert main(["pretrain", "--out", str(out), f"data.root={tiny_synth}", *TINY_PRETRAIN]) == 0
     cfg = yaml.safe_load((out / "config.yaml").read_text())
@@ -64,6 +66,29 @@ def test_pretrain_writes_config_checkpoints_logs_and_metrics(tiny_synth: Path, t
     assert "train/loss" in (out / "csv" / "version_1" / "metrics.csv").read_text()  # earlier logs kept
     assert (out / "csv" / "version_0" / "metrics.csv").is_file()
 
+    # a checkpoint to resume from is checked before any work, and the error names it
+    def resume_error(resume: str, *overrides: str, run: Path = out) -> str:
+        args = ["pretrain", "--out", str(run), "--resume", resume, f"data.root={tiny_synth}", *TINY_PRETRAIN]
+        capsys.readouterr()
+        assert main([*args, *overrides]) == 2
+        return capsys.readouterr().err
+
+    missing = tmp_path / "missing.ckpt"
+    assert f"{missing}: checkpoint to resume from does not exist" in resume_error(str(missing))
+    assert "no earlier run in" in resume_error("last", run=tmp_path / "fresh")
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint")
+    assert f"{garbage}: not a readable PyTorch checkpoint" in resume_error(str(garbage))
+    err = resume_error("last", "upl.dim=32")
+    assert "does not match this config's networks" in err and "shape mismatches" in err and "upl." in err
+    # the retrieval evaluation's counts are checked too
+    ckpt = str(out / "checkpoints" / "last.ckpt")
+    for flag in ("--points=1", "--frames=0"):
+        assert (
+            main(["evaluate", "--task", "retrieval", "--ckpt", ckpt, "--out", str(tmp_path / "e"), flag]) == 2
+        )
+        assert flag.split("=")[0] in capsys.readouterr().err
+
 
 def test_cli_rejects_unknown_keys_and_bad_files(
     tiny_synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -96,6 +121,20 @@ def test_cli_rejects_unknown_keys_and_bad_files(
             )
             == 0
         )
+    # a data-loader worker's error: the CLI prints the original message, not the worker's traceback
+    run_d = ["pretrain", "--out", str(tmp_path / "d"), f"data.root={bad}", *TINY_PRETRAIN]
+    assert main([*run_d, "data.num_workers=1", "teacher.cache=false"]) == 2
+    err = capsys.readouterr().err
+    msg = err[err.index("ppkt: error:") :]  # (stderr may also hold logging noise from earlier tests)
+    assert victim.name in msg and "Original Traceback" not in msg and "worker" not in msg
+    # every training frame bad: with skip_bad no step can run, which is an error rather than a NaN result
+    for p in (bad / "scene_0000").glob("*.color.png"):
+        p.write_bytes(b"junk")
+    with pytest.warns(UserWarning):
+        assert main([*run_d, "data.skip_bad=true"]) == 2
+    assert "no training step ran" in capsys.readouterr().err
+    assert main(["cache-features", "--batch-size", "0", f"data.root={bad}"]) == 2
+    assert "--batch-size must be >= 1" in capsys.readouterr().err
 
 
 def test_embedded_dataset_is_rendered_once_then_reused(tmp_path: Path) -> None:

@@ -170,6 +170,11 @@ BAD_CASES: dict[str, tuple[Callable[[Path], None], str, str]] = {
         "intrinsics.txt",
         "malformed intrinsics",
     ),
+    "intrinsics of another resolution": (
+        lambda s: (s / "intrinsics.txt").write_text("525 0 319.5\n0 525 239.5\n0 0 1\n"),
+        "intrinsics.txt",
+        "principal point (319.5, 239.5) lies outside the 8x6 image",
+    ),
     "label shape": (
         lambda s: Image.fromarray(np.ones((H + 2, W), np.uint16)).save(s / "0.label.png"),
         "0.label.png",

@@ -214,6 +214,12 @@ BAD_FRAME: dict[str, tuple[Callable[[Path], None], str, str]] = {
         "depth/0.png",
         "no valid depth",
     ),
+    # a colour image resized without scaling intrinsic_color.txt: half the depth pixels would be border colour
+    "resized color": (
+        lambda s: Image.fromarray(_color_pattern()[::2, ::2].copy()).save(s / "color/0.jpg"),
+        "color/0.jpg",
+        "of the depth pixels map outside this 15x10 colour image",
+    ),
     "missing pose": (lambda s: (s / "pose/0.txt").unlink(), "pose/0.txt", "missing pose"),
     "scaled pose": (lambda s: np.savetxt(s / "pose/0.txt", 1.1 * _down_pose(1.0)), "pose/0.txt", "rigid"),
     "text pose": (lambda s: (s / "pose/0.txt").write_text("1 0 0 x\n"), "pose/0.txt", "malformed pose"),

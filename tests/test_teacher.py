@@ -152,3 +152,13 @@ def test_explicit_weights_path_gives_same_model(teacher: Teacher) -> None:
     x = torch.rand(1, 3, 48, 40)
     for a, b in zip(teacher(x), other(x)):
         torch.testing.assert_close(a, b)
+
+
+def test_weights_path_with_home_tilde(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``teacher.weights: ~/file.pth`` is expanded like ``data.root``."""
+    (tmp_path / "el0.pth").symlink_to(default_weights_path())
+    monkeypatch.setenv("HOME", str(tmp_path))
+    teacher = build_teacher("efficientnet_lite0", weights="~/el0.pth")
+    assert isinstance(teacher, EfficientNetLite0)
+    with pytest.raises(WeightsError, match=f"weights file not found: {tmp_path / 'nothing.pth'}"):
+        build_teacher("efficientnet_lite0", weights="~/nothing.pth")

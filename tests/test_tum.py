@@ -157,7 +157,10 @@ def test_intrinsics_from_folder_name_or_default(tmp_path: Path) -> None:
         seq = make_sequence(tmp_path, f"rgbd_dataset_{cam}_desk", intrinsics=False)
         s = open_seq(seq)
         fx, fy, cx, cy = TUM_INTRINSICS[cam]
-        np.testing.assert_allclose(s.read(0).K, [[fx, 0, cx], [0, fy, cy], [0, 0, 1]])
+        np.testing.assert_allclose(s.K, [[fx, 0, cx], [0, fy, cy], [0, 0, 1]])
+        # the built-in intrinsics are for 640x480 images: on this tiny one they are refused, not misused
+        with pytest.raises(DataError, match=f"the {cam} intrinsics: principal point .* outside the"):
+            s.read(0)
         assert s.describe()["intrinsics"] == cam and seq / "intrinsics.txt" not in s.frame_files(s.frames[0])
     seq = make_sequence(tmp_path, "my_sequence", intrinsics=False)
     with pytest.warns(UserWarning) as record:

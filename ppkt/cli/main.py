@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ppkt.errors import PPKTError
+from ppkt.errors import ConfigError, PPKTError
 
 
 def _cmd_synth(args: argparse.Namespace) -> None:
@@ -65,6 +65,8 @@ def _cmd_cache_features(args: argparse.Namespace) -> None:
     from ppkt.training.data import frame_splits
     from ppkt.training.feature_cache import fill_feature_cache
 
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     cfg = load_config(PretrainConfig, args.config, args.overrides)
     splits = frame_splits(cfg.data)
     fill_feature_cache(cfg, splits.train + splits.heldout, batch_size=args.batch_size)
@@ -212,12 +214,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def error_message(e: PPKTError) -> str:
+    """The message of ``e``; for an error re-raised from a data-loader worker (whose message wraps the
+    worker's traceback), the original message only."""
+    text = str(e)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.strip().splitlines() if line.strip()][-1]
+    name = type(e).__name__
+    for prefix in (f"ppkt.errors.{name}: ", f"{name}: "):
+        if last.startswith(prefix):
+            return last[len(prefix) :]
+    return last
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         args.func(args)
     except PPKTError as e:
-        print(f"ppkt: error: {e}", file=sys.stderr)
+        print(f"ppkt: error: {error_message(e)}", file=sys.stderr)
         return 2
     return 0
 

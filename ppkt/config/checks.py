@@ -8,6 +8,7 @@ wrote. Comparisons are written so that NaN fails every check.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ppkt.errors import ConfigError
@@ -52,6 +53,12 @@ def interval(prefix: str, name: str, value: Sequence[float], low: float, high: f
 def one_of(prefix: str, name: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
         raise ConfigError(f"config key '{key(prefix, name)}': {value!r} is not one of {list(choices)}")
+
+
+def folder(prefix: str, name: str, value: str | None) -> None:
+    """An optional folder path: ``None``, a folder, or a path that does not exist yet (not a file)."""
+    if value is not None and Path(value).expanduser().exists() and not Path(value).expanduser().is_dir():
+        raise ConfigError(f"config key '{key(prefix, name)}': {value} exists and is not a folder")
 
 
 def features(prefix: str, value: Sequence[str]) -> None:

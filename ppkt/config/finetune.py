@@ -48,6 +48,7 @@ class SegDataConfig:
                 f"test + val < 1, got test={self.test}, val={self.val}"
             )
         checks.positive(prefix, "voxel_size", self.voxel_size)
+        checks.folder(prefix, "cache_dir", self.cache_dir)
         checks.positive(prefix, "fuse_voxel_size", self.fuse_voxel_size)
         checks.at_least(prefix, "frame_skip", self.frame_skip, 1)
         checks.at_least(prefix, "num_workers", self.num_workers, 0)

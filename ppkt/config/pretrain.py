@@ -74,6 +74,7 @@ class DataConfig:
         checks.at_least(prefix, "num_workers", self.num_workers, 0)
         checks.features(prefix, self.features)
         checks.depth_range(prefix, self.min_depth, self.max_depth)
+        checks.folder(prefix, "cache_dir", self.cache_dir)
         if not min(self.image_size) >= 8:
             raise ConfigError(
                 f"config key '{key(prefix, 'image_size')}': must be [H, W] >= 8 pixels, "
@@ -97,6 +98,20 @@ class TeacherConfig:
     )
     cache: bool = True
 
+    def validate(self, prefix: str = "teacher") -> None:
+        from ppkt.models.teachers import TEACHERS, teacher_layer_choices
+
+        checks.one_of(prefix, "name", self.name, sorted(TEACHERS))
+        choices = teacher_layer_choices(self.name)
+        if self.layers is None or choices is None:
+            return
+        bad = [n for n in self.layers if n not in choices]
+        if not self.layers or bad or len(set(self.layers)) != len(self.layers):
+            raise ConfigError(
+                f"config key '{key(prefix, 'layers')}': must be distinct layer names of {self.name} from "
+                f"{choices} (or null for its default), got {list(self.layers)}"
+            )
+
 
 @dataclass
 class UPLConfig:
@@ -112,6 +127,11 @@ class StudentConfig:
     name: str = "unet_small"
     backend: Literal["torch", "spconv"] = "torch"
 
+    def validate(self, prefix: str = "student") -> None:
+        from ppkt.models.student import STUDENTS
+
+        checks.one_of(prefix, "name", self.name, sorted(STUDENTS))
+
 
 @dataclass
 class LossConfig:
@@ -122,6 +142,9 @@ class LossConfig:
     superpixels: int = 0
 
     def validate(self, prefix: str = "loss") -> None:
+        from ppkt.losses import LOSSES
+
+        checks.one_of(prefix, "name", self.name, sorted(LOSSES))
         checks.positive(prefix, "temperature", self.temperature)
         if not (self.num_pairs == 0 or self.num_pairs >= 2):
             raise ConfigError(

@@ -6,14 +6,16 @@ import torch
 
 from ppkt.data.rgbd_folder import Frame
 from ppkt.data.sample import Sample
-from ppkt.geometry import backproject_depth
+from ppkt.geometry import backproject_depth, float32_shift
 
 
 def frame_to_sample(frame: Frame, *, min_depth: float = 0.0, max_depth: float = float("inf")) -> Sample:
     """Back-project every valid depth pixel to a world point paired with its own pixel.
 
     The sample holds one image; ``pair_point = arange(N)`` and ``pair_uv`` is each point's pixel. Labels
-    (when the frame has them) become ``class − 1`` with ``−1`` = unlabelled.
+    (when the frame has them) become ``class − 1`` with ``−1`` = unlabelled. Points far from the world
+    origin (geo-referenced poses) are shifted by :func:`~ppkt.geometry.float32_shift` of the camera centre
+    before the float32 cast; indoor coordinates are unchanged.
     """
     depth = torch.from_numpy(frame.depth)
     K = torch.from_numpy(frame.K).to(torch.float64)
@@ -27,7 +29,7 @@ def frame_to_sample(frame: Frame, *, min_depth: float = 0.0, max_depth: float = 
     if frame.label is not None:
         labels = torch.from_numpy(frame.label)[v, u].long() - 1
     return Sample(
-        points=bp.points_world.float(),
+        points=(bp.points_world - float32_shift(pose[None, :3, 3])).float(),
         colors=color[v, u].float() / 255.0,
         images=image,
         pair_point=torch.arange(n),

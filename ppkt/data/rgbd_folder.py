@@ -175,6 +175,19 @@ def read_intrinsics(path: Path) -> np.ndarray:
     return K
 
 
+def check_principal_point(K: np.ndarray, hw: tuple[int, int], intrinsics: object, image: Path) -> None:
+    """:class:`DataError` unless the principal point ``(cx, cy)`` of ``K`` lies inside an image of size
+    ``hw`` — otherwise the intrinsics belong to another resolution (or are normalised) and every point
+    would silently land in the wrong place."""
+    H, W = hw
+    cx, cy = float(K[0, 2]), float(K[1, 2])
+    if not (0 <= cx <= W and 0 <= cy <= H):
+        raise DataError(
+            f"{intrinsics}: principal point ({cx}, {cy}) lies outside the {W}x{H} image {image} "
+            "(intrinsics of another resolution, or normalised ones? scale them to the image size)"
+        )
+
+
 def read_pose(path: Path) -> np.ndarray:
     """Read and validate a 4×4 rigid camera-to-world transform."""
     T = _load_text_matrix(path, "pose")
@@ -316,6 +329,7 @@ class RGBDFolder:
         color_path = self.color_path(name)
         color = read_color(color_path)
         H, W = color.shape[:2]
+        check_principal_point(K, (H, W), self.root / lay.intrinsics, color_path)
         depth_path = self.path(lay.depth, name)
         depth = self.read_depth(depth_path)
         if depth.shape != (H, W):

@@ -36,7 +36,15 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from ppkt.data.rgbd_folder import Frame, natural_key, read_color, read_intrinsics, read_pose, read_uint16
+from ppkt.data.rgbd_folder import (
+    Frame,
+    check_principal_point,
+    natural_key,
+    read_color,
+    read_intrinsics,
+    read_pose,
+    read_uint16,
+)
 from ppkt.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -371,6 +379,10 @@ def _non_finite_pose(path: Path) -> bool:
     return not all(np.isfinite(values))
 
 
+#: largest fraction of depth pixels allowed to fall outside the colour image at registration
+MAX_OUTSIDE_COLOR = 0.1
+
+
 class ScanNetScene:
     """The frames of one ScanNet scene folder (see the module docstring for the layout).
 
@@ -476,8 +488,9 @@ class ScanNetScene:
         depth = raw.astype(np.float32) / np.float32(DEPTH_SCALE)
         if not np.any(raw > 0):
             raise DataError(f"{depth_path}: frame has no valid depth (every pixel is invalid)")
+        check_principal_point(self.K_depth, depth.shape, self.root / INTRINSIC_DEPTH, depth_path)
         color_path = self.color_path(name)
-        color = self.register(read_color(color_path), depth.shape)
+        color = self.register(read_color(color_path), depth.shape, color_path)
         pose_path = self.pose_path(name)
         pose = read_pose(pose_path)
         return Frame(
@@ -492,13 +505,26 @@ class ScanNetScene:
             pose_path=pose_path,
         )
 
-    def register(self, color: np.ndarray, depth_hw: tuple[int, ...]) -> np.ndarray:
+    def register(
+        self, color: np.ndarray, depth_hw: tuple[int, ...], color_path: Path | None = None
+    ) -> np.ndarray:
         """``color`` resampled into the depth grid of shape ``depth_hw`` (see :func:`register_color`; the
-        sampling table is computed once per image size)."""
+        sampling table is computed once per image size). :class:`DataError` (naming ``color_path``) when
+        more than :data:`MAX_OUTSIDE_COLOR` of the depth pixels map outside the colour image: a resized
+        colour image whose ``intrinsic_color.txt`` was not scaled with it."""
         hw = (int(depth_hw[0]), int(depth_hw[1]))
         key = (*hw, int(color.shape[0]), int(color.shape[1]))
         table = self._tables.get(key)
         if table is None:
+            x, y = _registration_grid(self.K_depth, self.K_color, hw)
+            Hc, Wc = key[2], key[3]
+            outside = float(np.mean((x < -0.5) | (x > Wc - 0.5) | (y < -0.5) | (y > Hc - 0.5)))
+            if outside > MAX_OUTSIDE_COLOR:
+                raise DataError(
+                    f"{color_path or 'colour image'}: {outside:.0%} of the depth pixels map outside this "
+                    f"{Wc}x{Hc} colour image through {self.root / INTRINSIC_COLOR} (up to x={x.max():.0f}, "
+                    f"y={y.max():.0f}); a resized colour image needs intrinsics scaled to its size"
+                )
             table = sampling_table(self.K_color, self.K_depth, hw, (key[2], key[3]), self.interpolation)
             self._tables[key] = table
         return apply_sampling(color, table, hw)

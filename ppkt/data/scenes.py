@@ -39,7 +39,7 @@ from ppkt.data.embedded import cache_root
 from ppkt.data.sources import FrameSource, files_fingerprint, open_scenes
 from ppkt.data.splits import SceneSegmentationDataset, voxel_labels
 from ppkt.errors import ConfigError, DataError
-from ppkt.geometry import backproject_depth, pack_keys
+from ppkt.geometry import backproject_depth, float32_shift, pack_keys
 from ppkt.geometry.voxelize import first_by_priority
 
 __all__ = [
@@ -66,7 +66,8 @@ class FusedScene:
 
     Attributes:
         name: scene name (the folder name).
-        xyz: ``[N, 3]`` float32 world coordinates (mean of each voxel's points).
+        xyz: ``[N, 3]`` float32 world coordinates (mean of each voxel's points); a scene far from the world
+            origin (geo-referenced poses) is shifted by :func:`~ppkt.geometry.float32_shift` first.
         rgb: ``[N, 3]`` float32 mean colour in ``[0, 1]``.
         label: ``[N]`` int64 class id, 0 = unlabelled.
         num_classes: number of class ids *including* 0 (ids ``0 … num_classes − 1``); a segmentation
@@ -212,7 +213,8 @@ class _Accumulator:
             cls, cnt = self.vote[:, 3], self.vote[:, 4]
             priority = (cls - cnt * (int(cls.max()) + 1)).to(torch.float64)  # most votes, then smaller class
             label[voted] = cls[first_by_priority(group, priority, voted.shape[0])]
-        return (self.sxyz / c).float(), (self.srgb / (255.0 * c)).float(), label
+        xyz = self.sxyz / c
+        return (xyz - float32_shift(xyz)).float(), (self.srgb / (255.0 * c)).float(), label
 
 
 def _class_names(info: dict[str, Any] | None) -> tuple[str, ...] | None:

@@ -34,7 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ppkt.data.rgbd_folder import Frame, natural_key, read_color, read_intrinsics, read_uint16
+from ppkt.data.rgbd_folder import (
+    Frame,
+    check_principal_point,
+    natural_key,
+    read_color,
+    read_intrinsics,
+    read_uint16,
+)
 from ppkt.errors import ConfigError, DataError
 
 __all__ = [
@@ -280,6 +287,12 @@ class TUMScene:
         name = self.frames[i]
         a = self._assoc[name]
         color = read_color(a.color)
+        where = (
+            self.root / "intrinsics.txt"
+            if self.intrinsics_source == "intrinsics.txt"
+            else (f"{self.root}: the {self.intrinsics_source} intrinsics")
+        )
+        check_principal_point(self.K, color.shape[:2], where, a.color)
         raw = read_uint16(a.depth, "depth")
         if raw.shape != color.shape[:2]:
             raise DataError(

@@ -41,6 +41,23 @@ def _batched(t: Tensor, dims: int, name: str) -> Tensor:
     raise ValueError(f"{name}: expected {dims} or {dims + 1} dimensions, got shape {tuple(t.shape)}")
 
 
+#: far-from-origin coordinates are shifted by a multiple of this many metres before a float32 cast
+FLOAT32_SHIFT_STEP = 1024.0
+
+
+def float32_shift(points: Tensor) -> Tensor:
+    """A ``[3]`` float64 shift to subtract from float64 ``points [N, 3]`` before casting them to float32.
+
+    Zero when the points' mean lies within 512 m of the origin (indoor scans: their coordinates are kept
+    exactly); otherwise that mean rounded to a multiple of :data:`FLOAT32_SHIFT_STEP`. Geo-referenced poses
+    (UTM, ~1e6 m) would otherwise lose float32 precision to ~0.5 m, more than a voxel.
+    """
+    if points.shape[0] == 0:
+        return torch.zeros(3, dtype=torch.float64)
+    centre = points.to(torch.float64).mean(0)
+    return torch.round(centre / FLOAT32_SHIFT_STEP) * FLOAT32_SHIFT_STEP
+
+
 def transform_points(points: Tensor, transform: Tensor) -> Tensor:
     """Apply a 4×4 rigid transform to ``[N, 3]`` points (``R p + t``)."""
     return points @ transform[:3, :3].transpose(0, 1) + transform[:3, 3]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,6 +62,24 @@ def output_dir(out: str | Path) -> Path:
     except OSError as e:
         raise ConfigError(f"{path}: cannot create the output folder: {e.strerror}") from e
     return path
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, ±inf) replaced by ``None``: strict JSON (``null``)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
+def write_json(path: Path, obj: Any) -> str:
+    """Write ``obj`` as indented strict JSON (non-finite numbers become ``null``); returns the text."""
+    text = json.dumps(jsonable(obj), indent=2, allow_nan=False)
+    path.write_text(text)
+    return text
 
 
 def start_run(cfg: Any, out: str | Path, seed: int, threads: int | None, verbose: bool = True) -> Path:

@@ -4,7 +4,6 @@ and from the pretrained checkpoint at several label fractions over several seeds
 from __future__ import annotations
 
 import copy
-import json
 import multiprocessing
 import os
 import time
@@ -16,7 +15,7 @@ from ppkt.config import dump_config, from_dict, to_dict
 from ppkt.config.demo import DemoConfig
 from ppkt.config.finetune import FinetuneConfig
 from ppkt.data.sources import open_scenes
-from ppkt.training.common import output_dir
+from ppkt.training.common import output_dir, write_json
 from ppkt.training.finetune import run_finetune
 from ppkt.training.pretrain import run_pretrain
 from ppkt.training.pretrain_module import PPKTPretrainModule
@@ -77,7 +76,7 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
         "pretrain": pretrain_metrics,
         "wall_time_min": round(minutes, 2),
     }
-    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    write_json(out / "metrics.json", result)
     print((out / "report.md").read_text())
     return result
 

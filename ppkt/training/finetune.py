@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from ppkt.training.common import (
     resolve_precision,
     run_loggers,
     start_run,
+    write_json,
 )
 from ppkt.training.data import num_input_features
 from ppkt.training.seg_data import SceneSplits, eval_loader, load_scene_splits, require_labels, train_loader
@@ -127,7 +127,7 @@ def run_finetune(
         "test": evaluate_segmentation(module, cfg.data, splits.test),
     }
     metrics["wall_time_s"] = round(time.time() - start, 1)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(out / "metrics.json", metrics)
     if verbose:
         print(f"[ppkt] test scenes ({len(splits.test)}):\n" + format_table(metrics["test"]))
     return metrics
@@ -161,6 +161,6 @@ def run_evaluate(
     require_labels(scenes, f"{splits.root} ({split} split)")
     metrics = evaluate_segmentation(module, cfg.data, scenes)
     metrics.update(checkpoint=str(path), data=str(splits.root), split=split)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(out / "metrics.json", metrics)
     print(format_table(metrics))
     return metrics

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 
 from ppkt.config import PretrainConfig
-from ppkt.errors import DataError
-from ppkt.training.common import checkpoint_callback, resolve_precision, run_loggers, start_run
+from ppkt.errors import DataError, WeightsError
+from ppkt.training.common import checkpoint_callback, resolve_precision, run_loggers, start_run, write_json
 from ppkt.training.data import frame_splits, make_loader, num_input_features
 from ppkt.training.feature_cache import fill_feature_cache
 from ppkt.training.pretrain_module import PPKTPretrainModule
@@ -49,6 +49,40 @@ def build_trainer(cfg: PretrainConfig, out: Path, monitor: str | None) -> L.Trai
     )
 
 
+def check_resume(resume: str | None, out: Path, module: L.LightningModule) -> str | None:
+    """The checkpoint path to resume from (``"last"``: ``<out>/checkpoints/last.ckpt``), checked before any
+    work: a :class:`WeightsError` names it when it is missing, unreadable, not a ``ppkt pretrain`` training
+    checkpoint, or made with a config whose networks differ from this one."""
+    if resume is None:
+        return None
+    path = out / "checkpoints" / "last.ckpt" if resume == "last" else Path(resume).expanduser()
+    if not path.is_file():
+        hint = f" (no earlier run in {out})" if resume == "last" else ""
+        raise WeightsError(f"{path}: checkpoint to resume from does not exist{hint}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, truncated or not a checkpoint
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+    sd = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(sd, dict) or "optimizer_states" not in ckpt:
+        raise WeightsError(f"{path}: not a Lightning training checkpoint (no state_dict / optimizer state)")
+    expected = module.state_dict()
+    missing, unexpected = sorted(set(expected) - set(sd)), sorted(set(sd) - set(expected))
+    shapes = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+        for k, v in sd.items()
+        if k in expected and tuple(v.shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        raise WeightsError(
+            f"{path}: does not match this config's networks (not a ppkt pretrain checkpoint, or made with "
+            f"another teacher/upl/student/data.features; resume with the config.yaml of its run): "
+            f"{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}, "
+            f"{len(shapes)} shape mismatches {shapes[:3]}"
+        )
+    return str(path)
+
+
 def run_pretrain(cfg: PretrainConfig, out: str | Path, resume: str | None = None) -> dict[str, Any]:
     """Pretrain and write ``config.yaml``, checkpoints, logs and ``metrics.json`` under ``out``."""
     start = time.time()
@@ -58,6 +92,7 @@ def run_pretrain(cfg: PretrainConfig, out: str | Path, resume: str | None = None
     print(f"[ppkt] data {splits.root}: {len(splits.train)} training frames, {len(splits.heldout)} held out")
     bs = cfg.trainer.batch_size
     module = PPKTPretrainModule.from_config(cfg, num_input_features(cfg.data.features))
+    resume = check_resume(resume, out, module)
     cache, cache_stats = None, None
     if cfg.teacher.cache:
         cache, cache_stats = fill_feature_cache(cfg, splits.train + splits.heldout, module.teacher)
@@ -71,10 +106,14 @@ def run_pretrain(cfg: PretrainConfig, out: str | Path, resume: str | None = None
 
     init_state = copy.deepcopy(module.state_dict())
     trainer = build_trainer(cfg, out, "val/loss" if val_loader is not None else None)
-    if resume == "last":
-        resume = str(out / "checkpoints" / "last.ckpt")
     trainer.fit(module, train_loader, val_loader, ckpt_path=resume)
     train_time = time.time() - start
+    if resume is None and trainer.global_step == 0:
+        raise DataError(
+            f"{splits.root}: no training step ran: every training batch was empty, all "
+            f"{len(splits.train)} training frames were skipped as unreadable (data.skip_bad=true; see the "
+            "warnings above)"
+        )
 
     metrics: dict[str, Any] = {}
     if not trainer.is_global_zero:
@@ -111,6 +150,5 @@ def run_pretrain(cfg: PretrainConfig, out: str | Path, resume: str | None = None
             retrieval_points=cfg.eval.retrieval_points,
         )
     metrics["wall_time_s"] = round(time.time() - start, 1)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print("[ppkt] metrics:\n" + json.dumps(metrics, indent=2))
+    print("[ppkt] metrics:\n" + write_json(out / "metrics.json", metrics))
     return metrics

@@ -17,6 +17,7 @@ import torch
 from ppkt.data.frames import frame_to_sample
 from ppkt.data.rgbd_folder import Frame
 from ppkt.data.transforms import Voxelize
+from ppkt.errors import DataError
 from ppkt.sparse import SparseTensor
 from ppkt.training.pretrain_module import PPKTPretrainModule
 
@@ -117,6 +118,11 @@ def feature_image(
     module.eval()
     sample = frame_to_sample(frame, min_depth=module.cfg.data.min_depth, max_depth=module.cfg.data.max_depth)
     uv = sample.pair_uv.long()
+    if uv.shape[0] < 3:
+        raise DataError(
+            f"{frame.scene}/{frame.name}: {uv.shape[0]} points with depth in range, too few for a PCA "
+            "rendering"
+        )
     s = Voxelize(voxel_size, features, up_axis)(sample)
     assert s.coords is not None and s.feats is not None and s.inverse is not None
     coords = torch.cat([torch.zeros(len(s.coords), 1, dtype=torch.int32), s.coords], dim=1)

@@ -6,7 +6,6 @@ its own pixel is the nearest (highest cosine similarity) of the ``N`` sampled pi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from ppkt.data.datasets import FrameRef
 from ppkt.data.sample import Batch
 from ppkt.data.sources import open_scenes
 from ppkt.errors import ConfigError
-from ppkt.training.common import load_run_checkpoint, output_dir
+from ppkt.training.common import load_run_checkpoint, output_dir, write_json
 from ppkt.training.data import data_root, frame_splits, make_loader, num_input_features
 from ppkt.training.pretrain_module import PPKTPretrainModule
 
@@ -92,13 +91,17 @@ def run_retrieval_eval(
     own held-out frames. The same frames and points are scored with the trained networks and with an
     untrained student and UPL built from the same config and seed. Writes ``<out>/metrics.json``.
     """
+    if num_points is not None and num_points < 2:
+        raise ConfigError(f"--points must be >= 2 (points scored per frame), got {num_points}")
+    if num_frames is not None and num_frames < 1:
+        raise ConfigError(f"--frames must be >= 1, got {num_frames}")
     path = Path(ckpt_path)
     out = output_dir(out)
     module = load_run_checkpoint(PPKTPretrainModule, path, "pretrain")
     cfg = module.cfg
     cfg.teacher.cache = False
-    n_points = num_points or cfg.eval.retrieval_points
-    n_frames = num_frames or cfg.eval.retrieval_frames
+    n_points = cfg.eval.retrieval_points if num_points is None else num_points
+    n_frames = cfg.eval.retrieval_frames if num_frames is None else num_frames
     if data not in (None, "synthetic"):
         cfg.data.root = str(data)
         if layout is not None:
@@ -132,6 +135,5 @@ def run_retrieval_eval(
         "retrieval_points": n_points,
         "ratio_vs_random_init": trained.top1 / random_init.top1 if random_init.top1 > 0 else float("inf"),
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print("[ppkt] retrieval:\n" + json.dumps(metrics, indent=2))
+    print("[ppkt] retrieval:\n" + write_json(out / "metrics.json", metrics))
     return metrics

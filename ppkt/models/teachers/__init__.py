@@ -46,6 +46,7 @@ __all__ = [
     "load_resnet_weights",
     "load_weights",
     "resnet_layers",
+    "teacher_layer_choices",
 ]
 
 
@@ -107,6 +108,16 @@ TEACHERS: dict[str, Callable[..., Teacher]] = {
 }
 
 
+def teacher_layer_choices(name: str) -> list[str] | None:
+    """The layer names teacher ``name`` accepts, or ``None`` when they depend on the loaded weights
+    (DINOv2: ``last`` and ``block0 … block{depth − 1}``). Checked at config load, before any weights."""
+    if name == "efficientnet_lite0":
+        return list(EFFICIENTNET_LITE0_LAYERS)
+    if name in RESNET_ARCHS:
+        return list(resnet_layers(name))
+    return None
+
+
 def build_teacher(
     name: str, weights: str | os.PathLike[str] | None = None, layers: Sequence[str] | None = None
 ) -> Teacher:
@@ -127,4 +138,6 @@ def build_teacher(
     """
     if name not in TEACHERS:
         raise ValueError(f"unknown teacher {name!r}; known teachers: {sorted(TEACHERS)}")
+    if weights is not None:
+        weights = os.path.expanduser(weights)  # like data.root; a Hugging Face model id is unchanged
     return TEACHERS[name](weights=weights, layers=layers)
