@@ -206,3 +206,24 @@ def test_superpixel_pooled_pretraining(tiny_synth: Path, tmp_path: Path) -> None
         torch.testing.assert_close(points[r], torch.nn.functional.normalize(p[sel].mean(0), dim=0))
         torch.testing.assert_close(pixels[r], torch.nn.functional.normalize(q[sel].mean(0), dim=0))
     assert main(["pretrain", "--out", str(tmp_path / "bad"), *args, "loss.superpixels=-1"]) == 2
+
+
+def test_feature_rendering_of_a_frame_with_too_few_points_is_a_data_error() -> None:
+    """``features.png`` needs 3 points for its PCA; fewer is a DataError (the run skips the picture)."""
+    import numpy as np
+
+    from ppkt.config import PretrainConfig
+    from ppkt.data.rgbd_folder import Frame
+    from ppkt.errors import DataError
+    from ppkt.training.pretrain_module import PPKTPretrainModule
+    from ppkt.training.report import feature_image
+
+    module = PPKTPretrainModule.from_config(PretrainConfig(), 3)
+    depth = np.zeros((8, 8), np.float32)
+    depth[0, 0] = depth[5, 6] = 1.0
+    K = np.array([[8.0, 0, 4], [0, 8.0, 3], [0, 0, 1]])
+    frame = Frame("room", "7", np.zeros((8, 8, 3), np.uint8), depth, K, np.eye(4))
+    with pytest.raises(DataError, match="room/7: 2 points with depth in range, too few for a PCA"):
+        feature_image(module, frame, 0.05, ["rgb"], 2)
+    depth[2, 2] = depth[3, 3] = 2.0
+    assert feature_image(module, frame, 0.05, ["rgb"], 2).shape == (8, 8, 3)
