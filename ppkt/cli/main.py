@@ -170,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job on the embedded default data, offline")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quick", action="store_true", help="a small, fast version (used by the tests)")
-    p.add_argument("--config", help="YAML config file (see configs/demo.yaml)")
+    p.add_argument(
+        "--config", help="YAML demo config: pretrain.*, finetune.*, label_fractions, … (see README)"
+    )
     p.add_argument(
         "overrides",
         nargs="*",
