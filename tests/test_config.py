@@ -213,3 +213,21 @@ def test_cli_overrides_on_both_sides_of_options() -> None:
         parse_args(["pretrain", "--out", "/tmp/x", "a=1", "--bogus"])
     with pytest.raises(SystemExit):
         parse_args(["evaluate", "--ckpt", "c.ckpt", "x=1"])  # evaluate takes no overrides
+
+
+def test_metrics_files_are_strict_json(tmp_path: Path) -> None:
+    """NaN and infinities (an undefined IoU, a ratio over zero) are written as null, never as NaN."""
+    import json
+    import math
+
+    from ppkt.training.common import write_json
+
+    path = tmp_path / "metrics.json"
+    text = write_json(path, {"a": math.nan, "b": [1.5, math.inf, {"c": -math.inf}], "d": 2, "e": "x"})
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(c)) == {
+        "a": None,
+        "b": [1.5, None, {"c": None}],
+        "d": 2,
+        "e": "x",
+    }
