@@ -57,7 +57,8 @@ def one_of(prefix: str, name: str, value: str, choices: Sequence[str]) -> None:
 
 def folder(prefix: str, name: str, value: str | None) -> None:
     """An optional folder path: ``None``, a folder, or a path that does not exist yet (not a file)."""
-    if value is not None and Path(value).expanduser().exists() and not Path(value).expanduser().is_dir():
+    path = None if value is None else Path(value).expanduser()
+    if path is not None and path.exists() and not path.is_dir():
         raise ConfigError(f"config key '{key(prefix, name)}': {value} exists and is not a folder")
 
 

@@ -31,8 +31,7 @@ class ColorJitterConfig:
 
     def check(self, key: str) -> None:
         for name, value in (("gain", self.gain), ("shift", self.shift), ("gray", self.gray)):
-            if not 0 <= value <= 1:
-                raise ConfigError(f"config key '{key}.{name}': must be in [0, 1], got {value}")
+            checks.unit(key, name, value)
 
 
 @dataclass
@@ -99,18 +98,19 @@ class TeacherConfig:
     cache: bool = True
 
     def validate(self, prefix: str = "teacher") -> None:
-        from ppkt.models.teachers import TEACHERS, teacher_layer_choices
+        from ppkt.models.teachers import TEACHERS, select_layers, teacher_layer_choices
 
         checks.one_of(prefix, "name", self.name, sorted(TEACHERS))
         choices = teacher_layer_choices(self.name)
         if self.layers is None or choices is None:
             return
-        bad = [n for n in self.layers if n not in choices]
-        if not self.layers or bad or len(set(self.layers)) != len(self.layers):
+        try:
+            select_layers(self.name, self.layers, choices, default=())
+        except ValueError:
             raise ConfigError(
                 f"config key '{key(prefix, 'layers')}': must be distinct layer names of {self.name} from "
                 f"{choices} (or null for its default), got {list(self.layers)}"
-            )
+            ) from None
 
 
 @dataclass

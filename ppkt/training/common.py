@@ -95,6 +95,20 @@ def start_run(cfg: Any, out: str | Path, seed: int, threads: int | None, verbose
     return run_dir
 
 
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A Lightning checkpoint file, read on the CPU (tensors and plain data only): a :class:`WeightsError`
+    naming ``path`` when it is missing, unreadable, or holds no ``state_dict``."""
+    if not path.is_file():
+        raise WeightsError(f"{path}: checkpoint file does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, truncated or not a checkpoint
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise WeightsError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    return ckpt
+
+
 M = TypeVar("M", bound=L.LightningModule)
 
 

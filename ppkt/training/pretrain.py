@@ -9,11 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 
 from ppkt.config import PretrainConfig
 from ppkt.errors import DataError, WeightsError
-from ppkt.training.common import checkpoint_callback, resolve_precision, run_loggers, start_run, write_json
+from ppkt.models.state import state_dict_mismatch
+from ppkt.training.common import (
+    checkpoint_callback,
+    read_checkpoint,
+    resolve_precision,
+    run_loggers,
+    start_run,
+    write_json,
+)
 from ppkt.training.data import frame_splits, make_loader, num_input_features
 from ppkt.training.feature_cache import fill_feature_cache
 from ppkt.training.pretrain_module import PPKTPretrainModule
@@ -59,20 +66,10 @@ def check_resume(resume: str | None, out: Path, module: L.LightningModule) -> st
     if not path.is_file():
         hint = f" (no earlier run in {out})" if resume == "last" else ""
         raise WeightsError(f"{path}: checkpoint to resume from does not exist{hint}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt, truncated or not a checkpoint
-        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
-    sd = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
-    if not isinstance(sd, dict) or "optimizer_states" not in ckpt:
-        raise WeightsError(f"{path}: not a Lightning training checkpoint (no state_dict / optimizer state)")
-    expected = module.state_dict()
-    missing, unexpected = sorted(set(expected) - set(sd)), sorted(set(sd) - set(expected))
-    shapes = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-        for k, v in sd.items()
-        if k in expected and tuple(v.shape) != tuple(expected[k].shape)
-    ]
+    ckpt = read_checkpoint(path)
+    if "optimizer_states" not in ckpt:
+        raise WeightsError(f"{path}: not a Lightning training checkpoint (no optimizer state)")
+    missing, unexpected, shapes = state_dict_mismatch(ckpt["state_dict"], module.state_dict(), "checkpoint")
     if missing or unexpected or shapes:
         raise WeightsError(
             f"{path}: does not match this config's networks (not a ppkt pretrain checkpoint, or made with "

@@ -21,6 +21,7 @@ from ppkt.losses.lovasz import lovasz_softmax
 from ppkt.models.heads import SegmentationHead
 from ppkt.models.student import build_student
 from ppkt.sparse import SparseTensor
+from ppkt.training.common import read_checkpoint
 from ppkt.training.optim import build_optimizer, warmup_cosine
 
 IGNORE = -1
@@ -42,16 +43,8 @@ def iou_from_confusion(cm: Tensor) -> tuple[Tensor, Tensor, float]:
 def load_pretrained_student(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """The ``student.*`` weights and the config of a ``ppkt pretrain`` checkpoint."""
     path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise WeightsError(f"{path}: checkpoint file does not exist") from None
-    except Exception as e:  # corrupt, truncated or not a checkpoint
-        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
-    sd = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
-    if not isinstance(sd, dict):
-        raise WeightsError(f"{path}: not a Lightning checkpoint (no state_dict)")
-    student = {k[len("student.") :]: v for k, v in sd.items() if k.startswith("student.")}
+    ckpt = read_checkpoint(path)
+    student = {k[len("student.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("student.")}
     if not student:
         raise WeightsError(
             f"{path}: checkpoint holds no 'student.*' weights (not a ppkt pretrain checkpoint?)"

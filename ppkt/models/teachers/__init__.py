@@ -46,6 +46,7 @@ __all__ = [
     "load_resnet_weights",
     "load_weights",
     "resnet_layers",
+    "select_layers",
     "teacher_layer_choices",
 ]
 
