@@ -33,6 +33,7 @@ demo-quick: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check ppkt tests
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -q -ra
 
 test-fast: $(STAMP)

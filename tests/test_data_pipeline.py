@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ppkt.data.datasets import FrameDataset, collate_skip, split_frames
-from ppkt.data.frames import frame_to_sample
-from ppkt.data.rgbd_folder import Frame, RGBDFolder
+from ppkt.data.frame_dataset import FrameDataset, collate_skip, split_frames
+from ppkt.data.pairing import frame_to_sample
+from ppkt.data.readers.folder import RGBDFolder
 from ppkt.data.sample import Sample, collate
 from ppkt.data.transforms import (
     ColorJitter,
@@ -25,6 +25,7 @@ from ppkt.data.transforms import (
     Superpixels,
     Voxelize,
 )
+from ppkt.data.types import Frame
 from ppkt.errors import DataError
 
 H, W = 24, 32

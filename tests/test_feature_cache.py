@@ -13,7 +13,6 @@ import torch.nn.functional as F
 
 from ppkt.cli.main import main
 from ppkt.config import PretrainConfig, load_config
-from ppkt.data.feature_cache import CachedFeatures
 from ppkt.data.sample import Sample, collate
 from ppkt.data.transforms import (
     Compose,
@@ -22,9 +21,10 @@ from ppkt.data.transforms import (
     RandomResizedCrop,
     Voxelize,
 )
+from ppkt.data.types import CachedFeatures
 from ppkt.models.teachers import build_teacher
+from ppkt.pipelines.cache_features import fill_feature_cache
 from ppkt.training.data import frame_splits, make_loader
-from ppkt.training.feature_cache import fill_feature_cache
 from tests.conftest import TINY_PRETRAIN
 
 H, W = 96, 128  # original frame
@@ -210,7 +210,7 @@ def test_cache_features_cli_then_cached_pretraining_and_retrieval_eval(
 
 
 def test_weights_identity_follows_files_and_folders(tmp_path: Path) -> None:
-    from ppkt.data.feature_cache import weights_identity
+    from ppkt.data.teacher_cache import weights_identity
 
     f = tmp_path / "w.pth"
     f.write_bytes(b"abc")

@@ -15,7 +15,7 @@ from PIL import Image
 
 from ppkt.cli.main import main
 from ppkt.errors import WeightsError
-from ppkt.training.report import gains, summarize
+from ppkt.pipelines.report import gains, summarize
 from ppkt.training.seg_module import iou_from_confusion, load_pretrained_student
 
 from .conftest import TINY_PRETRAIN

@@ -125,9 +125,9 @@ def test_check_rigid() -> None:
 def test_far_from_origin_coordinates_keep_float32_precision() -> None:
     """Geo-referenced poses (UTM-like, 5000 km) are shifted before the float32 cast: the points of a frame
     and of a fused scene keep sub-millimetre precision instead of ~0.5 m, and indoor data is untouched."""
-    from ppkt.data.frames import frame_to_sample
-    from ppkt.data.rgbd_folder import Frame
-    from ppkt.data.scenes import FusedScene, voxel_downsample
+    from ppkt.data.fusion import voxel_downsample
+    from ppkt.data.pairing import frame_to_sample
+    from ppkt.data.types import Frame, FusedScene
     from ppkt.geometry import float32_shift
 
     rng = np.random.default_rng(0)

@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -139,12 +140,12 @@ def test_cli_rejects_unknown_keys_and_bad_files(
 
 def test_embedded_dataset_is_rendered_once_then_reused(tmp_path: Path) -> None:
     cfg = SynthConfig(scenes=1, frames_per_scene=2, seed=3, image_size=(30, 40))
-    first = ensure_synthetic(cfg, str(tmp_path), verbose=False)
+    first = ensure_synthetic(**asdict(cfg), cache_dir=str(tmp_path), verbose=False)
     stamp = (first / "dataset.json").stat().st_mtime_ns
-    again = ensure_synthetic(cfg, str(tmp_path), verbose=False)
+    again = ensure_synthetic(**asdict(cfg), cache_dir=str(tmp_path), verbose=False)
     assert again == first and (again / "dataset.json").stat().st_mtime_ns == stamp
     other = ensure_synthetic(
-        SynthConfig(scenes=1, frames_per_scene=2, seed=4, image_size=(30, 40)), str(tmp_path), verbose=False
+        scenes=1, frames_per_scene=2, seed=4, image_size=(30, 40), cache_dir=str(tmp_path)
     )
     assert other != first  # a different recipe gets its own folder
 
@@ -213,10 +214,10 @@ def test_feature_rendering_of_a_frame_with_too_few_points_is_a_data_error() -> N
     import numpy as np
 
     from ppkt.config import PretrainConfig
-    from ppkt.data.rgbd_folder import Frame
+    from ppkt.data.types import Frame
     from ppkt.errors import DataError
+    from ppkt.pipelines.report import feature_image
     from ppkt.training.pretrain_module import PPKTPretrainModule
-    from ppkt.training.report import feature_image
 
     module = PPKTPretrainModule.from_config(PretrainConfig(), 3)
     depth = np.zeros((8, 8), np.float32)

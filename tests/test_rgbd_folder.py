@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ppkt.data.rgbd_folder import LAYOUTS, FolderLayout, RGBDFolder, list_scenes, open_scenes
+from ppkt.data.readers import open_scenes
+from ppkt.data.readers.folder import LAYOUTS, FolderLayout, RGBDFolder, list_scenes
 from ppkt.errors import ConfigError, DataError
 from ppkt.geometry import backproject_depth
 
@@ -276,7 +277,7 @@ def test_truncated_image_is_closed_not_leaked(tmp_path: Path) -> None:
     import gc
     import warnings
 
-    from ppkt.data.rgbd_folder import read_uint16
+    from ppkt.data.io.images import read_uint16
 
     path = tmp_path / "depth.png"
     Image.fromarray(np.zeros((40, 40), np.uint16)).save(path)

@@ -14,19 +14,19 @@ import pytest
 import torch
 from PIL import Image
 
-from ppkt.data.frames import frame_to_sample
-from ppkt.data.scannet import (
+from ppkt.data.fusion import load_or_fuse, voxel_downsample
+from ppkt.data.io.ply import read_ply_vertices, write_ply
+from ppkt.data.pairing import frame_to_sample
+from ppkt.data.readers import open_scenes
+from ppkt.data.readers.color_registration import register_color
+from ppkt.data.readers.scannet import (
     SCANNET_CLASSES,
     SCANNET_NYU40_IDS,
     ScanNetScene,
     list_scannet_scenes,
     nyu40_to_benchmark,
-    read_ply_vertices,
-    register_color,
-    write_ply,
 )
-from ppkt.data.scenes import load_or_fuse, voxel_downsample
-from ppkt.data.sources import FrameSource, open_scenes
+from ppkt.data.types import FrameSource
 from ppkt.errors import ConfigError, DataError
 
 #: depth 8×12, colour 20×30; registration maps depth (u, v) to colour (2u − 0.3, 2v + 2.7)
@@ -383,7 +383,7 @@ def test_load_or_fuse_uses_the_mesh_labels(tmp_path: Path) -> None:
 
 
 def test_voxel_downsample_keeps_names() -> None:
-    from ppkt.data.scenes import FusedScene
+    from ppkt.data.types import FusedScene
 
     cloud = FusedScene(
         "s",

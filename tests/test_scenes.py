@@ -11,17 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from ppkt.data.rgbd_folder import RGBDFolder
+from ppkt.data.fusion import fuse_scene, load_or_fuse, load_or_fuse_all
+from ppkt.data.readers.folder import RGBDFolder
 from ppkt.data.sample import collate
-from ppkt.data.scenes import FusedScene, fuse_scene, load_or_fuse, load_or_fuse_all
-from ppkt.data.splits import (
-    SceneSegmentationDataset,
-    labelled_subset,
-    point_label_mask,
-    split_scenes,
-    voxel_labels,
-)
+from ppkt.data.segmentation import SceneSegmentationDataset, labelled_subset, point_label_mask, voxel_labels
+from ppkt.data.splits import split_scenes
 from ppkt.data.transforms import Compose, RandomCrop, RandomRotate, Voxelize
+from ppkt.data.types import FusedScene
 from ppkt.errors import ConfigError, DataError
 
 H, W = 6, 8

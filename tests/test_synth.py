@@ -1,5 +1,5 @@
 """Tests of the pybullet synthetic indoor scenes: camera convention to 1 mm, determinism, classes, labels,
-depth noise statistics and reading the output back through :class:`~ppkt.data.rgbd_folder.RGBDFolder`."""
+depth noise statistics and reading the output back through :class:`~ppkt.data.readers.folder.RGBDFolder`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from ppkt.data.rgbd_folder import RGBDFolder, open_scenes
+from ppkt.data.readers import open_scenes
+from ppkt.data.readers.folder import RGBDFolder
 from ppkt.data.synth import (
     CLASS_NAMES,
     Camera,

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ppkt.data.frames import frame_to_sample
-from ppkt.data.sources import FrameSource, open_scenes
-from ppkt.data.tum import (
+from ppkt.data.pairing import frame_to_sample
+from ppkt.data.readers import open_scenes
+from ppkt.data.readers.tum import (
     DEFAULT_INTRINSICS,
     TUM_INTRINSICS,
     TUMScene,
@@ -21,6 +21,7 @@ from ppkt.data.tum import (
     quaternion_pose,
     read_groundtruth,
 )
+from ppkt.data.types import FrameSource
 from ppkt.errors import ConfigError, DataError
 
 H, W = 6, 8

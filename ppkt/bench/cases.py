@@ -493,7 +493,7 @@ def _shared_7scenes() -> Path | None:
 
 def _synthetic_frame(h: int, w: int) -> Any:
     """A 640×480-style frame of a box room seen from inside (analytic depth, random colours)."""
-    from ppkt.data.rgbd_folder import Frame
+    from ppkt.data.types import Frame
 
     f = 585.0 * w / 640
     K = np.array([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1]], dtype=np.float64)
@@ -516,12 +516,12 @@ def _synthetic_frame(h: int, w: int) -> Any:
 
 def case_frame_pipeline(ctx: BenchContext) -> dict[str, Any]:
     """One RGB-D frame (in memory) → world points with their pixel → 2.5 cm voxels with the inverse map."""
-    from ppkt.data.frames import frame_to_sample
+    from ppkt.data.pairing import frame_to_sample
     from ppkt.geometry import voxelize
 
     root = _shared_7scenes()
     if root is not None and ctx.sizes.frame_hw == (480, 640):
-        from ppkt.data.sources import open_scenes
+        from ppkt.data.readers import open_scenes
 
         scene = open_scenes(root, "7scenes")[0]
         frame = scene.read(0)
@@ -585,8 +585,8 @@ def case_frame_pipeline(ctx: BenchContext) -> dict[str, Any]:
 def case_pretrain_throughput(ctx: BenchContext) -> dict[str, Any]:
     """Frames/s of the full pretraining step (module forward + backward + AdamW step) on the default
     config's data, live teacher vs teacher-feature cache; batches pre-loaded (data loading excluded)."""
+    from ppkt.pipelines.cache_features import fill_feature_cache
     from ppkt.training.data import num_input_features
-    from ppkt.training.feature_cache import fill_feature_cache
     from ppkt.training.optim import build_optimizer, trainable
     from ppkt.training.pretrain_module import PPKTPretrainModule
 

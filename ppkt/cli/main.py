@@ -24,7 +24,7 @@ def _cmd_synth(args: argparse.Namespace) -> None:
 
 def _cmd_pretrain(args: argparse.Namespace) -> None:
     from ppkt.config import PretrainConfig, load_config
-    from ppkt.training.pretrain import run_pretrain
+    from ppkt.pipelines.pretrain import run_pretrain
 
     cfg = load_config(PretrainConfig, args.config, args.overrides)
     run_pretrain(cfg, args.out, resume=args.resume)
@@ -32,7 +32,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
 
 def _cmd_finetune(args: argparse.Namespace) -> None:
     from ppkt.config import FinetuneConfig, load_config
-    from ppkt.training.finetune import run_finetune
+    from ppkt.pipelines.finetune import run_finetune
 
     overrides = list(args.overrides)
     for key, value in (
@@ -51,19 +51,19 @@ def _cmd_finetune(args: argparse.Namespace) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     if args.task == "retrieval":
-        from ppkt.training.retrieval import run_retrieval_eval
+        from ppkt.pipelines.retrieval import run_retrieval_eval
 
         run_retrieval_eval(args.ckpt, args.data, args.out, args.layout, args.points, args.frames)
         return
-    from ppkt.training.finetune import run_evaluate
+    from ppkt.pipelines.finetune import run_evaluate
 
     run_evaluate(args.ckpt, args.data, args.out, args.split)
 
 
 def _cmd_cache_features(args: argparse.Namespace) -> None:
     from ppkt.config import PretrainConfig, load_config
+    from ppkt.pipelines.cache_features import fill_feature_cache
     from ppkt.training.data import frame_splits
-    from ppkt.training.feature_cache import fill_feature_cache
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -75,7 +75,7 @@ def _cmd_cache_features(args: argparse.Namespace) -> None:
 def _cmd_demo(args: argparse.Namespace) -> None:
     from ppkt.config import load_config
     from ppkt.config.demo import QUICK_OVERRIDES, DemoConfig
-    from ppkt.training.demo import run_demo
+    from ppkt.pipelines.demo import run_demo
 
     overrides = [*QUICK_OVERRIDES, *args.overrides] if args.quick else list(args.overrides)
     cfg = load_config(DemoConfig, args.config, overrides)

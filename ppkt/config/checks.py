@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ppkt.data.transforms import FEATURES
 from ppkt.errors import ConfigError
 
 #: per-voxel input features the voxelizer can compute
-FEATURES: tuple[str, ...] = ("rgb", "ones", "height")
 #: Lightning precision names accepted by ``trainer.precision`` (besides ``auto``)
 PRECISIONS: tuple[str, ...] = ("auto", "64-true", "32-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed")
 #: Lightning accelerators accepted by ``trainer.accelerator``

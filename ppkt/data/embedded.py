@@ -9,25 +9,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
-from ppkt.config.pretrain import SynthConfig
+from ppkt.cache import cache_root
+from ppkt.data.synth import dataset_matches, make_recipe, synthesize
 
 
-def cache_root(cache_dir: str | None = None) -> Path:
-    """``cache_dir``, else ``$PPKT_CACHE_DIR``, else ``~/.cache/ppkt``."""
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("PPKT_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "ppkt"
-
-
-def ensure_synthetic(cfg: SynthConfig, cache_dir: str | None = None, *, verbose: bool = True) -> Path:
-    """Path of the synthetic dataset for ``cfg``, rendering it first if the cache lacks it."""
-    from ppkt.data.synth import dataset_matches, make_recipe, synthesize
-
-    recipe = make_recipe(cfg.scenes, cfg.frames_per_scene, cfg.seed, cfg.image_size)
+def ensure_synthetic(
+    *,
+    scenes: int,
+    frames_per_scene: int,
+    seed: int,
+    image_size: tuple[int, int],
+    cache_dir: str | None = None,
+    verbose: bool = True,
+) -> Path:
+    """Path of the synthetic dataset of this recipe, rendering it first if the cache lacks it."""
+    recipe = make_recipe(scenes, frames_per_scene, seed, image_size)
     digest = hashlib.sha1(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
     root = cache_root(cache_dir) / f"synth-{digest}"
     if dataset_matches(root, recipe):
@@ -35,9 +33,5 @@ def ensure_synthetic(cfg: SynthConfig, cache_dir: str | None = None, *, verbose:
     if verbose:
         print(f"[ppkt] rendering the embedded synthetic dataset into {root} (first use; cached afterwards)")
     return synthesize(
-        root,
-        scenes=cfg.scenes,
-        frames_per_scene=cfg.frames_per_scene,
-        seed=cfg.seed,
-        image_size=cfg.image_size,
+        root, scenes=scenes, frames_per_scene=frames_per_scene, seed=seed, image_size=image_size
     )

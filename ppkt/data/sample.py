@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from ppkt.data.feature_cache import CachedFeatures
+    from ppkt.data.types import CachedFeatures
 
 
 @dataclass

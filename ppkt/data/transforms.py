@@ -13,10 +13,12 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ppkt.config.checks import FEATURES
 from ppkt.data.sample import Sample
 from ppkt.geometry import rotation_about_axis, voxelize
 from ppkt.geometry.voxelize import first_by_priority
+
+#: per-voxel input features :class:`Voxelize` can build (``data.features``)
+FEATURES: tuple[str, ...] = ("rgb", "ones", "height")
 
 
 class Transform:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from torch.utils.data import DataLoader
 
 from ppkt.config.finetune import SegDataConfig
 from ppkt.config.pretrain import ColorJitterConfig, DataConfig
-from ppkt.data.datasets import FrameDataset, FrameRef, collate_skip, split_frames
 from ppkt.data.embedded import ensure_synthetic
-from ppkt.data.feature_cache import FeatureCache
-from ppkt.data.sources import SCENE_READERS, known_layouts, open_scenes
+from ppkt.data.frame_dataset import FrameDataset, FrameRef, collate_skip, split_frames
+from ppkt.data.readers import SCENE_READERS, known_layouts, open_scenes
+from ppkt.data.teacher_cache import FeatureCache
 from ppkt.data.transforms import (
     ColorJitter,
     Compose,
@@ -72,7 +72,7 @@ def data_root(cfg: DataConfig | SegDataConfig, verbose: bool = True) -> Path:
     if cfg.layout not in SCENE_READERS:
         raise ConfigError(f"config key 'data.layout': {cfg.layout!r} is not one of {known_layouts()}")
     if cfg.root is None:
-        return ensure_synthetic(cfg.synth, cfg.cache_dir, verbose=verbose)
+        return ensure_synthetic(**asdict(cfg.synth), cache_dir=cfg.cache_dir, verbose=verbose)
     return Path(cfg.root).expanduser()
 
 

@@ -10,11 +10,12 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from ppkt.config.finetune import SegDataConfig
+from ppkt.data.fusion import load_or_fuse
+from ppkt.data.readers import open_scenes
 from ppkt.data.sample import collate
-from ppkt.data.scenes import FusedScene, load_or_fuse
-from ppkt.data.sources import open_scenes
-from ppkt.data.splits import SceneSegmentationDataset
+from ppkt.data.segmentation import SceneSegmentationDataset
 from ppkt.data.transforms import Compose, RandomCrop, RandomRotate, RandomScale, Transform, Voxelize
+from ppkt.data.types import FusedScene
 from ppkt.errors import ConfigError, DataError
 from ppkt.training.data import color_jitter, data_root
 

@@ -15,7 +15,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from ppkt.config import FinetuneConfig, from_dict
 from ppkt.data.sample import Batch
-from ppkt.data.splits import voxel_labels
+from ppkt.data.segmentation import voxel_labels
 from ppkt.errors import WeightsError
 from ppkt.losses.lovasz import lovasz_softmax
 from ppkt.models.heads import SegmentationHead

@@ -2,7 +2,7 @@
 
 :func:`synthesize` writes rooms (textured floor, walls, ceiling; tables, shelves and small objects with
 random tints and textures) seen along smooth camera paths, with Kinect-like depth noise, per-pixel semantic
-class and instance id, in the generic layout read by :class:`ppkt.data.rgbd_folder.RGBDFolder`.
+class and instance id, in the generic layout read by :class:`ppkt.data.readers.folder.RGBDFolder`.
 """
 
 from ppkt.data.synth.assets import ASSETS, CLASS_NAMES, TEXTURES, AssetSpec

@@ -282,7 +282,7 @@ def build_scene(cid: int, rng: np.random.Generator, index: int, frames: int, cfg
     p.resetSimulation(physicsClientId=cid)
     half = (float(rng.uniform(*cfg.size)) / 2, float(rng.uniform(*cfg.size)) / 2)
     scene = Scene(index=index, half_size=half, height=float(rng.uniform(*cfg.height)))
-    scene.poses = camera_trajectory(rng, half, frames, cfg)
+    scene.poses = camera_trajectory(rng, half, frames, cfg.camera_height, cfg.camera_margin)
     b = _Builder(cid, rng, cfg, scene)
     b.room()
     sx, sy = half

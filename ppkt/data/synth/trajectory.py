@@ -6,12 +6,8 @@ Poses are camera-to-world 4×4 matrices in the OpenCV camera frame (x right, y d
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from ppkt.data.synth.scene import RoomConfig
 
 __all__ = ["camera_trajectory", "look_at"]
 
@@ -43,17 +39,24 @@ def _smooth(rng: np.random.Generator, t: np.ndarray, amplitude: float) -> np.nda
 
 
 def camera_trajectory(
-    rng: np.random.Generator, half_size: tuple[float, float], frames: int, cfg: RoomConfig
+    rng: np.random.Generator,
+    half_size: tuple[float, float],
+    frames: int,
+    camera_height: tuple[float, float],
+    camera_margin: float,
 ) -> list[np.ndarray]:
-    """Camera-to-world poses along a smooth elliptic walk inside the room, looking at the centre."""
-    a = max(half_size[0] - cfg.camera_margin, 0.3)
-    b = max(half_size[1] - cfg.camera_margin, 0.3)
+    """Camera-to-world poses along a smooth elliptic walk inside the room, looking at the centre.
+
+    The walk keeps ``camera_margin`` metres from the walls at a height within ``camera_height``.
+    """
+    a = max(half_size[0] - camera_margin, 0.3)
+    b = max(half_size[1] - camera_margin, 0.3)
     t = np.linspace(0.0, 1.0, frames) if frames > 1 else np.zeros(1)
     theta0 = rng.uniform(0.0, 2 * math.pi)
     sweep = rng.uniform(0.5, 1.0) * math.pi * rng.choice([-1.0, 1.0])
     theta = theta0 + sweep * t
     radial = 1.0 + _smooth(rng, t, 0.12)
-    lo, hi = cfg.camera_height
+    lo, hi = camera_height
     mid, amp = 0.5 * (lo + hi), 0.5 * (hi - lo)
     h0 = rng.uniform(mid - 0.5 * amp, mid + 0.5 * amp)
     height = np.clip(h0 + _smooth(rng, t, 0.5 * amp), lo, hi)

@@ -1,4 +1,4 @@
-"""Render synthetic RGB-D scenes to disk in the generic folder layout of :mod:`ppkt.data.rgbd_folder`.
+"""Render synthetic RGB-D scenes to disk in the generic folder layout of :mod:`ppkt.data.readers.folder`.
 
 Output (``out_dir``)::
 

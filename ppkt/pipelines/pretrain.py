@@ -13,6 +13,8 @@ import lightning as L
 from ppkt.config import PretrainConfig
 from ppkt.errors import DataError, WeightsError
 from ppkt.models.state import state_dict_mismatch
+from ppkt.pipelines.cache_features import fill_feature_cache
+from ppkt.pipelines.report import pretraining_panels, save_panels
 from ppkt.training.common import (
     checkpoint_callback,
     read_checkpoint,
@@ -22,9 +24,7 @@ from ppkt.training.common import (
     write_json,
 )
 from ppkt.training.data import frame_splits, make_loader, num_input_features
-from ppkt.training.feature_cache import fill_feature_cache
 from ppkt.training.pretrain_module import PPKTPretrainModule
-from ppkt.training.report import pretraining_panels, save_panels
 from ppkt.training.retrieval import retrieval_top1
 
 

@@ -14,9 +14,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ppkt.data.frames import frame_to_sample
-from ppkt.data.rgbd_folder import Frame
+from ppkt.data.pairing import frame_to_sample
 from ppkt.data.transforms import Voxelize
+from ppkt.data.types import Frame
 from ppkt.errors import DataError
 from ppkt.sparse import SparseTensor
 from ppkt.training.pretrain_module import PPKTPretrainModule

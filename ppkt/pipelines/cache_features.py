@@ -1,4 +1,4 @@
-"""Fill and use the teacher-feature cache (:mod:`ppkt.data.feature_cache`) for a pretraining config."""
+"""Fill and use the teacher-feature cache (:mod:`ppkt.data.teacher_cache`) for a pretraining config."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from ppkt.config import PretrainConfig
-from ppkt.data.datasets import FrameRef
-from ppkt.data.feature_cache import FeatureCache
+from ppkt.data.frame_dataset import FrameRef
+from ppkt.data.teacher_cache import FeatureCache
 from ppkt.errors import DataError
 from ppkt.models.teachers import Teacher, build_teacher
 

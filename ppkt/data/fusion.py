@@ -10,13 +10,13 @@
   recipe (:func:`fusion_recipe`: source folder, layout, voxel size, frame skip, depth range, frame names,
   file sizes/mtimes, the dataset's ``dataset.json`` recipe and classes). A stored recipe that does not match
   is detected and the scene is fused again.
-* Sources with an annotated mesh (e.g. :class:`~ppkt.data.scannet.ScanNetScene`) have an optional
+* Sources with an annotated mesh (e.g. :class:`~ppkt.data.readers.scannet.ScanNetScene`) have an optional
   ``labelled_cloud() -> FusedScene | None`` and ``label_files() -> [Path]``: :func:`load_or_fuse` then
   voxel-downsamples the labelled cloud (:func:`voxel_downsample`) instead of fusing the unlabelled frames, and
   the recipe fingerprints the label files too.
 
-The segmentation dataset over fused scenes (:class:`SceneSegmentationDataset`), scene splits, the
-limited-label subsets and :func:`voxel_labels` live in :mod:`ppkt.data.splits` (re-exported here).
+The segmentation dataset over fused scenes and the limited-label subsets live in
+:mod:`ppkt.data.segmentation`; the held-out split in :mod:`ppkt.data.splits`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +34,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ppkt.data.embedded import cache_root
-from ppkt.data.sources import FrameSource, files_fingerprint, open_scenes
-from ppkt.data.splits import SceneSegmentationDataset, voxel_labels
+from ppkt.cache import cache_root
+from ppkt.data.io.files import files_fingerprint
+from ppkt.data.readers import open_scenes
+from ppkt.data.types import FrameSource, FusedScene
 from ppkt.errors import ConfigError, DataError
 from ppkt.geometry import backproject_depth, float32_shift, pack_keys
 from ppkt.geometry.voxelize import first_by_priority
@@ -45,7 +45,6 @@ from ppkt.geometry.voxelize import first_by_priority
 __all__ = [
     "FUSION_VERSION",
     "FusedScene",
-    "SceneSegmentationDataset",
     "dataset_info",
     "fuse_scene",
     "fusion_recipe",
@@ -53,37 +52,10 @@ __all__ = [
     "load_or_fuse_all",
     "mesh_scene",
     "voxel_downsample",
-    "voxel_labels",
 ]
 
 #: Bump whenever :func:`fuse_scene` gives a different result for the same recipe (invalidates caches).
 FUSION_VERSION = 1
-
-
-@dataclass
-class FusedScene:
-    """One scene fused into a labelled point cloud (one point per voxel).
-
-    Attributes:
-        name: scene name (the folder name).
-        xyz: ``[N, 3]`` float32 world coordinates (mean of each voxel's points); a scene far from the world
-            origin (geo-referenced poses) is shifted by :func:`~ppkt.geometry.float32_shift` first.
-        rgb: ``[N, 3]`` float32 mean colour in ``[0, 1]``.
-        label: ``[N]`` int64 class id, 0 = unlabelled.
-        num_classes: number of class ids *including* 0 (ids ``0 … num_classes − 1``); a segmentation
-            network predicts the ``num_classes − 1`` classes ``1 …``, as labels ``class − 1``.
-        class_names: the names of ids ``0 … num_classes − 1`` when the dataset says (``dataset.json``).
-    """
-
-    name: str
-    xyz: np.ndarray
-    rgb: np.ndarray
-    label: np.ndarray
-    num_classes: int
-    class_names: tuple[str, ...] | None = None
-
-    def __len__(self) -> int:
-        return int(self.xyz.shape[0])
 
 
 def _jsonable(obj: Any) -> Any:

@@ -12,8 +12,8 @@ import torch
 
 from ppkt.config import FinetuneConfig, to_dict
 from ppkt.config.finetune import SegDataConfig
-from ppkt.data.scenes import FusedScene
-from ppkt.data.splits import SceneSegmentationDataset
+from ppkt.data.segmentation import SceneSegmentationDataset
+from ppkt.data.types import FusedScene
 from ppkt.errors import ConfigError, DataError
 from ppkt.training.common import (
     checkpoint_callback,

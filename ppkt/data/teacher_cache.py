@@ -22,36 +22,21 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ppkt.data.embedded import cache_root
-from ppkt.data.sources import FrameSource, files_fingerprint
+from ppkt.cache import cache_root
+from ppkt.data.io.files import files_fingerprint
+from ppkt.data.types import CachedFeatures, FrameSource
 from ppkt.errors import DataError
 
 __all__ = ["FEATURE_CACHE_VERSION", "CachedFeatures", "FeatureCache", "files_fingerprint", "weights_identity"]
 
 #: Bump when the stored content changes meaning (invalidates every cache directory).
 FEATURE_CACHE_VERSION = 1
-
-
-@dataclass
-class CachedFeatures:
-    """The teacher's maps of one whole frame.
-
-    ``maps[i]``: ``[1, C_i, ceil(Hc / s_i), ceil(Wc / s_i)]`` for the frame resized to ``image_size = (Hc,
-    Wc)``; cell ``j`` of map ``i`` covers cache-image pixels ``[j s_i, (j + 1) s_i)`` (the UPL convention).
-    ``frame_size = (H, W)`` is the original frame's size, the coordinate system of a sample's ``view``.
-    """
-
-    maps: list[Tensor]
-    strides: list[int]
-    image_size: tuple[int, int]
-    frame_size: tuple[int, int]
 
 
 def weights_identity(path: str | os.PathLike[str] | None) -> dict[str, Any] | None:

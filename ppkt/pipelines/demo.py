@@ -14,12 +14,12 @@ from typing import Any
 from ppkt.config import dump_config, from_dict, to_dict
 from ppkt.config.demo import DemoConfig
 from ppkt.config.finetune import FinetuneConfig
-from ppkt.data.sources import open_scenes
+from ppkt.data.readers import open_scenes
+from ppkt.pipelines.finetune import run_finetune
+from ppkt.pipelines.pretrain import run_pretrain
+from ppkt.pipelines.report import gains, plot_report, pretraining_panels, report_markdown, summarize
 from ppkt.training.common import output_dir, write_json
-from ppkt.training.finetune import run_finetune
-from ppkt.training.pretrain import run_pretrain
 from ppkt.training.pretrain_module import PPKTPretrainModule
-from ppkt.training.report import gains, plot_report, pretraining_panels, report_markdown, summarize
 from ppkt.training.seg_data import SceneSplits, load_scene_splits
 
 

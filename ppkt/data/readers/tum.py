@@ -34,14 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ppkt.data.rgbd_folder import (
-    Frame,
-    check_principal_point,
-    natural_key,
-    read_color,
-    read_intrinsics,
-    read_uint16,
-)
+from ppkt.data.io.files import natural_key
+from ppkt.data.io.images import read_color, read_uint16
+from ppkt.data.io.matrices import check_principal_point, read_intrinsics
+from ppkt.data.types import Frame
 from ppkt.errors import ConfigError, DataError
 
 __all__ = [

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
-from ppkt.data.feature_cache import FeatureCache
-from ppkt.data.frames import frame_to_sample
+from ppkt.data.pairing import frame_to_sample
 from ppkt.data.sample import Batch, Sample, collate
-from ppkt.data.sources import FrameSource
+from ppkt.data.teacher_cache import FeatureCache
+from ppkt.data.types import FrameSource
 from ppkt.errors import ConfigError, DataError
 
 

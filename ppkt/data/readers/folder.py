@@ -20,30 +20,22 @@ layout (pattern without ``{frame}``, unknown preset name) raises :class:`~ppkt.e
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from ppkt.data.io.files import natural_key
+from ppkt.data.io.images import read_color, read_uint16
+from ppkt.data.io.matrices import check_principal_point, read_intrinsics, read_pose
+from ppkt.data.types import Frame
 from ppkt.errors import ConfigError, DataError
-from ppkt.geometry.rigid import check_rigid
 
 __all__ = [
     "LAYOUTS",
     "FolderLayout",
-    "Frame",
     "RGBDFolder",
-    "frame_names",
     "list_scenes",
-    "natural_key",
-    "open_scenes",
-    "read_color",
-    "read_intrinsics",
-    "read_pose",
-    "read_uint16",
 ]
 
 _PLACEHOLDER = "{frame}"
@@ -104,138 +96,12 @@ class FolderLayout:
 LAYOUTS: dict[str, FolderLayout] = {"generic": FolderLayout.generic(), "7scenes": FolderLayout.seven_scenes()}
 
 
-@dataclass
-class Frame:
-    """One RGB-D frame read from disk (numpy arrays, metres, camera-to-world pose)."""
-
-    scene: str
-    name: str
-    color: np.ndarray  # uint8 [H, W, 3]
-    depth: np.ndarray  # float32 [H, W] metres, 0 = invalid
-    K: np.ndarray  # float64 [3, 3]
-    pose: np.ndarray  # float64 [4, 4] camera-to-world
-    label: np.ndarray | None = None  # int64 [H, W], 0 = unlabelled
-    instance: np.ndarray | None = None  # int64 [H, W], 0 = none
-    color_path: Path | None = None
-    depth_path: Path | None = None
-    pose_path: Path | None = None
-    label_path: Path | None = None
-    instance_path: Path | None = None
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """``(H, W)`` of the frame."""
-        return (int(self.depth.shape[0]), int(self.depth.shape[1]))
-
-
-def natural_key(text: str) -> list[int | str]:
-    """Sort key ordering embedded numbers numerically (``frame2`` before ``frame10``)."""
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
-
-
 def _resolve_layout(layout: FolderLayout | str) -> FolderLayout:
     if isinstance(layout, FolderLayout):
         return layout
     if layout not in LAYOUTS:
         raise ConfigError(f"unknown folder layout {layout!r}; choose one of {sorted(LAYOUTS)}")
     return LAYOUTS[layout]
-
-
-def _load_text_matrix(path: Path, what: str) -> np.ndarray:
-    if not path.is_file():
-        raise DataError(f"{path}: missing {what} file")
-    try:
-        rows = [[float(x) for x in line.split()] for line in path.read_text().splitlines() if line.strip()]
-    except (ValueError, UnicodeDecodeError, OSError) as e:
-        raise DataError(f"{path}: malformed {what} (not a numeric matrix: {e})") from e
-    if not rows:
-        raise DataError(f"{path}: malformed {what} (empty file)")
-    if len({len(row) for row in rows}) != 1:
-        raise DataError(f"{path}: malformed {what} (rows of different lengths {[len(r) for r in rows]})")
-    return np.array(rows, dtype=np.float64)
-
-
-def read_intrinsics(path: Path) -> np.ndarray:
-    """Read and validate a 3×3 (or 4×4 with the 3×3 block in the top-left) pinhole matrix."""
-    K = _load_text_matrix(path, "intrinsics")
-    if K.shape == (4, 4):
-        K = K[:3, :3]
-    if K.shape != (3, 3):
-        raise DataError(f"{path}: malformed intrinsics, expected a 3x3 matrix, got shape {K.shape}")
-    if not np.all(np.isfinite(K)):
-        raise DataError(f"{path}: malformed intrinsics, contains non-finite values")
-    if K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise DataError(
-            f"{path}: malformed intrinsics, focal lengths must be positive (fx={K[0, 0]}, fy={K[1, 1]})"
-        )
-    if not np.allclose([K[1, 0], K[2, 0], K[2, 1], K[2, 2]], [0.0, 0.0, 0.0, 1.0], atol=1e-9):
-        raise DataError(
-            f"{path}: malformed intrinsics, expected rows [fx s cx] [0 fy cy] [0 0 1], got {K.tolist()}"
-        )
-    return K
-
-
-def check_principal_point(K: np.ndarray, hw: tuple[int, int], intrinsics: object, image: Path) -> None:
-    """:class:`DataError` unless the principal point ``(cx, cy)`` of ``K`` lies inside an image of size
-    ``hw`` — otherwise the intrinsics belong to another resolution (or are normalised) and every point
-    would silently land in the wrong place."""
-    H, W = hw
-    cx, cy = float(K[0, 2]), float(K[1, 2])
-    if not (0 <= cx <= W and 0 <= cy <= H):
-        raise DataError(
-            f"{intrinsics}: principal point ({cx}, {cy}) lies outside the {W}x{H} image {image} "
-            "(intrinsics of another resolution, or normalised ones? scale them to the image size)"
-        )
-
-
-def read_pose(path: Path) -> np.ndarray:
-    """Read and validate a 4×4 rigid camera-to-world transform."""
-    T = _load_text_matrix(path, "pose")
-    if T.shape != (4, 4):
-        raise DataError(f"{path}: pose must be a 4x4 matrix, got shape {T.shape}")
-    why = check_rigid(T)
-    if why is not None:
-        raise DataError(f"{path}: pose is not a rigid transform: {why}")
-    return T
-
-
-def _open_image(path: Path, what: str) -> Image.Image:
-    if not path.is_file():
-        raise DataError(f"{path}: missing {what} image")
-    img: Image.Image | None = None
-    try:
-        img = Image.open(path)
-        img.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        if img is not None:  # a truncated file fails in load(): close it now, not at garbage collection
-            img.close()
-        raise DataError(f"{path}: corrupt or unreadable {what} image ({e})") from e
-    return img
-
-
-def read_color(path: Path) -> np.ndarray:
-    """Read an 8-bit colour image as uint8 ``[H, W, 3]`` (grey/palette/RGBA are converted)."""
-    img = _open_image(path, "color")
-    if img.mode not in ("RGB", "RGBA", "L", "P", "LA", "CMYK", "YCbCr"):
-        raise DataError(f"{path}: color image must be 8-bit RGB, got PIL mode {img.mode!r}")
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    return np.asarray(img, dtype=np.uint8).copy()
-
-
-def read_uint16(path: Path, what: str) -> np.ndarray:
-    """Read a single-channel 16-bit (or 8-bit, for labels) PNG as a uint16 ``[H, W]`` array."""
-    img = _open_image(path, what)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        return np.asarray(img).astype(np.uint16)
-    if img.mode == "I":  # some writers store 16-bit PNGs that PIL opens as 32-bit
-        a = np.asarray(img)
-        if a.min() >= 0 and a.max() <= np.iinfo(np.uint16).max:
-            return a.astype(np.uint16)
-        raise DataError(f"{path}: {what} image values exceed the uint16 range")
-    if what != "depth" and img.mode in ("L", "P"):
-        return np.asarray(img).astype(np.uint16)
-    raise DataError(f"{path}: {what} image must be single-channel uint16, got PIL mode {img.mode!r}")
 
 
 class RGBDFolder:
@@ -379,13 +245,3 @@ def list_scenes(root: str | Path, layout: FolderLayout | str = "generic") -> lis
     if not scenes:
         raise DataError(f"{root}: no scene folders found (no folder contains {lay.intrinsics!r})")
     return sorted(scenes, key=lambda d: natural_key(d.name))
-
-
-def open_scenes(root: str | Path, layout: FolderLayout | str = "generic") -> list[RGBDFolder]:
-    """An :class:`RGBDFolder` for each scene of :func:`list_scenes`."""
-    return [RGBDFolder(d, layout) for d in list_scenes(root, layout)]
-
-
-def frame_names(folders: Sequence[RGBDFolder]) -> list[tuple[int, str]]:
-    """``(folder index, frame name)`` for every frame of several folders, in order."""
-    return [(i, name) for i, f in enumerate(folders) for name in f.frames]

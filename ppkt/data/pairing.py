@@ -1,11 +1,11 @@
-"""From an RGB-D :class:`~ppkt.data.rgbd_folder.Frame` to a :class:`~ppkt.data.sample.Sample`."""
+"""From an RGB-D :class:`~ppkt.data.types.Frame` to a :class:`~ppkt.data.sample.Sample`."""
 
 from __future__ import annotations
 
 import torch
 
-from ppkt.data.rgbd_folder import Frame
 from ppkt.data.sample import Sample
+from ppkt.data.types import Frame
 from ppkt.geometry import backproject_depth, float32_shift
 
 

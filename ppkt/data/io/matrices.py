@@ -1,0 +1,68 @@
+"""Text matrices: intrinsics and poses, validated, with errors naming the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ppkt.errors import DataError
+from ppkt.geometry.rigid import check_rigid
+
+
+def _load_text_matrix(path: Path, what: str) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(f"{path}: missing {what} file")
+    try:
+        rows = [[float(x) for x in line.split()] for line in path.read_text().splitlines() if line.strip()]
+    except (ValueError, UnicodeDecodeError, OSError) as e:
+        raise DataError(f"{path}: malformed {what} (not a numeric matrix: {e})") from e
+    if not rows:
+        raise DataError(f"{path}: malformed {what} (empty file)")
+    if len({len(row) for row in rows}) != 1:
+        raise DataError(f"{path}: malformed {what} (rows of different lengths {[len(r) for r in rows]})")
+    return np.array(rows, dtype=np.float64)
+
+
+def read_intrinsics(path: Path) -> np.ndarray:
+    """Read and validate a 3×3 (or 4×4 with the 3×3 block in the top-left) pinhole matrix."""
+    K = _load_text_matrix(path, "intrinsics")
+    if K.shape == (4, 4):
+        K = K[:3, :3]
+    if K.shape != (3, 3):
+        raise DataError(f"{path}: malformed intrinsics, expected a 3x3 matrix, got shape {K.shape}")
+    if not np.all(np.isfinite(K)):
+        raise DataError(f"{path}: malformed intrinsics, contains non-finite values")
+    if K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise DataError(
+            f"{path}: malformed intrinsics, focal lengths must be positive (fx={K[0, 0]}, fy={K[1, 1]})"
+        )
+    if not np.allclose([K[1, 0], K[2, 0], K[2, 1], K[2, 2]], [0.0, 0.0, 0.0, 1.0], atol=1e-9):
+        raise DataError(
+            f"{path}: malformed intrinsics, expected rows [fx s cx] [0 fy cy] [0 0 1], got {K.tolist()}"
+        )
+    return K
+
+
+def check_principal_point(K: np.ndarray, hw: tuple[int, int], intrinsics: object, image: Path) -> None:
+    """:class:`DataError` unless the principal point ``(cx, cy)`` of ``K`` lies inside an image of size
+    ``hw`` — otherwise the intrinsics belong to another resolution (or are normalised) and every point
+    would silently land in the wrong place."""
+    H, W = hw
+    cx, cy = float(K[0, 2]), float(K[1, 2])
+    if not (0 <= cx <= W and 0 <= cy <= H):
+        raise DataError(
+            f"{intrinsics}: principal point ({cx}, {cy}) lies outside the {W}x{H} image {image} "
+            "(intrinsics of another resolution, or normalised ones? scale them to the image size)"
+        )
+
+
+def read_pose(path: Path) -> np.ndarray:
+    """Read and validate a 4×4 rigid camera-to-world transform."""
+    T = _load_text_matrix(path, "pose")
+    if T.shape != (4, 4):
+        raise DataError(f"{path}: pose must be a 4x4 matrix, got shape {T.shape}")
+    why = check_rigid(T)
+    if why is not None:
+        raise DataError(f"{path}: pose is not a rigid transform: {why}")
+    return T

@@ -1,0 +1,205 @@
+"""Downstream segmentation data over fused scenes: splits, limited labels, voxel labels, the dataset.
+
+* :func:`split_scenes` assigns whole scenes to train/val/test (no scene leaks between splits);
+* :func:`labelled_subset` picks the ``ceil(f · n)`` labelled training scenes of ``label_mode="scenes"``;
+* :func:`point_label_mask` picks the ``round(f · L)`` of a scene's ``L`` labelled points that keep their
+  label in ``label_mode="points"``.
+
+All three depend only on the seed and the scene **names** (never on the order they are given in), and the
+limited-label choices are nested: for one seed, the subset for a smaller fraction is contained in the subset
+for a larger one (both are prefixes of the same seeded permutation).
+
+* :class:`SceneSegmentationDataset` turns :class:`~ppkt.data.types.FusedScene` objects into
+  :class:`~ppkt.data.sample.Sample` objects: ``points [N, 3]`` = xyz, ``colors [N, 3]`` = rgb,
+  ``labels [N]`` = class − 1 (class 0 and withheld labels → ``ignore_index``), no images
+  (``images [0, 3, 1, 1]``) and empty pairings, so :class:`~ppkt.data.transforms.Voxelize` and
+  :func:`~ppkt.data.sample.collate` apply as is;
+* :func:`voxel_labels` is the per-voxel majority vote ``[M]`` of point labels ``[N]`` used to train on
+  voxels; evaluation maps voxel predictions back to points through ``inverse``.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from ppkt.data.sample import Sample
+from ppkt.data.splits import _check_fraction, _permutation
+from ppkt.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ppkt.data.types import FusedScene
+
+__all__ = [
+    "LABEL_MODES",
+    "SceneSegmentationDataset",
+    "labelled_subset",
+    "point_label_mask",
+    "voxel_labels",
+]
+
+LABEL_MODES = ("scenes", "points")
+
+
+def labelled_subset(names: Sequence[str], fraction: float, seed: int = 0) -> list[str]:
+    """The ``ceil(fraction · n)`` (at least 1) scenes that keep labels, in the order of ``names``."""
+    _check_fraction(fraction, "label_fraction")
+    if not names:
+        raise ConfigError("labelled_subset: no scenes to choose from")
+    k = max(1, math.ceil(fraction * len(names) - 1e-9))
+    chosen = set(_permutation(names, seed, 1)[:k])
+    return [n for n in names if n in chosen]
+
+
+def point_label_mask(labelled: np.ndarray, fraction: float, seed: int = 0, name: str = "") -> np.ndarray:
+    """Which points keep their label: ``round(fraction · L)`` (at least 1) of the ``L`` labelled ones.
+
+    Args:
+        labelled: ``[N]`` bool, the points that have a label.
+        fraction: in ``(0, 1]``.
+        seed, name: the choice is a function of ``(seed, name)`` only (``name`` = the scene name).
+
+    Returns:
+        ``[N]`` bool mask, a subset of ``labelled``.
+    """
+    _check_fraction(fraction, "label_fraction")
+    idx = np.flatnonzero(np.asarray(labelled, dtype=bool))
+    keep = np.zeros(len(labelled), dtype=bool)
+    if idx.size == 0:
+        return keep
+    k = max(1, round(fraction * idx.size))
+    perm = np.random.default_rng([seed, 2, zlib.crc32(name.encode())]).permutation(idx.size)
+    keep[idx[perm[:k]]] = True
+    return keep
+
+
+def voxel_labels(
+    inverse: Tensor, labels: Tensor, num_voxels: int, num_classes: int, ignore_index: int = -1
+) -> Tensor:
+    """Majority vote of point labels per voxel.
+
+    Args:
+        inverse: ``[N]`` int64 voxel of each point (``Sample.inverse`` / ``Batch.inverse``).
+        labels: ``[N]`` int64 in ``[0, num_classes)`` or ``ignore_index`` (never votes).
+        num_voxels: ``M``.
+
+    Returns:
+        ``[M]`` int64: each voxel's most frequent label (ties → the smaller label), ``ignore_index`` for a
+        voxel none of whose points is labelled.
+    """
+    keep = labels != ignore_index
+    lab, vox = labels[keep].long(), inverse[keep].long()
+    if lab.numel() and (int(lab.min()) < 0 or int(lab.max()) >= num_classes):
+        raise ValueError(f"voxel_labels: labels must be in [0, {num_classes}) or {ignore_index}")
+    hist = torch.bincount(vox * num_classes + lab, minlength=num_voxels * num_classes)
+    hist = hist.view(num_voxels, num_classes)
+    out = hist.argmax(dim=1)  # the first maximum: ties go to the smaller label
+    out[hist.sum(dim=1) == 0] = ignore_index
+    return out
+
+
+class SceneSegmentationDataset(Dataset[Sample]):
+    """Fused scenes → transformed segmentation samples (one sample per scene).
+
+    Each sample holds ``points = xyz``, ``colors = rgb``, ``labels = class − 1`` (class 0 and withheld
+    labels → ``ignore_index``), no images (``images [0, 3, 1, 1]``) and empty pairings. Use point
+    transforms only (rotate, scale, :class:`~ppkt.data.transforms.Voxelize`), not the image ones.
+
+    Args:
+        scenes: the fused scenes of this split.
+        transform: applied to every sample (e.g. augmentations + ``Voxelize``).
+        ignore_index: label of unlabelled points.
+        label_mode: ``"scenes"`` keeps only the :func:`labelled_subset` of
+            ``ceil(label_fraction · #scenes)`` scenes; ``"points"`` keeps every scene but only
+            :func:`point_label_mask`'s ``label_fraction`` of each scene's labelled points.
+        label_fraction: in ``(0, 1]``; 1 = every label.
+        seed: seeds the limited-label choice (deterministic, independent of the order of ``scenes``).
+    """
+
+    def __init__(
+        self,
+        scenes: Sequence[FusedScene],
+        transform: Callable[[Sample], Sample] | None = None,
+        *,
+        ignore_index: int = -1,
+        label_mode: str = "scenes",
+        label_fraction: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        if label_mode not in LABEL_MODES:
+            raise ConfigError(f"label_mode: {label_mode!r} is not one of {list(LABEL_MODES)}")
+        if not scenes:
+            raise ConfigError("SceneSegmentationDataset: no scenes")
+        if ignore_index >= 0 and ignore_index < max(s.num_classes for s in scenes) - 1:
+            raise ConfigError(f"ignore_index={ignore_index} collides with a class label")
+        self._num_classes = max(s.num_classes for s in scenes) - 1  # over every scene, chosen or not
+        chosen = list(scenes)
+        if label_mode == "scenes":
+            keep = set(labelled_subset([s.name for s in scenes], label_fraction, seed))
+            chosen = [s for s in scenes if s.name in keep]
+        self.scenes = chosen
+        self.transform = transform
+        self.ignore_index = ignore_index
+        self.label_mode, self.label_fraction, self.seed = label_mode, label_fraction, seed
+        self.labels: list[Tensor] = []
+        for s in chosen:
+            lab = torch.from_numpy(s.label.astype(np.int64)) - 1
+            keep_mask = s.label > 0
+            if label_mode == "points":
+                keep_mask = point_label_mask(keep_mask, label_fraction, seed, s.name)
+            lab[~torch.from_numpy(keep_mask)] = ignore_index
+            self.labels.append(lab)
+
+    @property
+    def num_classes(self) -> int:
+        """Segmentation classes (labels ``0 … num_classes − 1`` = class ids ``1 …``) over all given scenes."""
+        return self._num_classes
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """Names of the segmentation labels (class names without ``unlabelled``), when known."""
+        names = self.scenes[0].class_names
+        return None if names is None else names[1:]
+
+    def num_labelled_points(self) -> int:
+        return sum(int((lab != self.ignore_index).sum()) for lab in self.labels)
+
+    def class_counts(self, num_classes: int | None = None) -> Tensor:
+        """``[num_classes]`` int64: labelled points per class over the kept labels (what training sees).
+        ``num_classes`` (at least the dataset's own) sizes the vector for classes that only other splits
+        hold."""
+        n = self.num_classes if num_classes is None else num_classes
+        if n < self.num_classes:
+            raise ValueError(f"num_classes={n} is below the dataset's {self.num_classes} classes")
+        counts = torch.zeros(n, dtype=torch.long)
+        for lab in self.labels:
+            counts += torch.bincount(lab[lab != self.ignore_index], minlength=n)
+        return counts
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def sample(self, i: int) -> Sample:
+        """Scene ``i`` as an untransformed :class:`Sample`."""
+        s = self.scenes[i]
+        return Sample(
+            points=torch.from_numpy(s.xyz),
+            colors=torch.from_numpy(s.rgb),
+            images=torch.zeros(0, 3, 1, 1),
+            pair_point=torch.zeros(0, dtype=torch.long),
+            pair_image=torch.zeros(0, dtype=torch.long),
+            pair_uv=torch.zeros(0, 2),
+            labels=self.labels[i],
+            name=s.name,
+        )
+
+    def __getitem__(self, i: int) -> Sample:
+        sample = self.sample(i)
+        return sample if self.transform is None else self.transform(sample)

@@ -1,0 +1,100 @@
+"""Shared data types of ppkt.data: one RGB-D frame, a frame source, a fused scene, cached teacher features.
+
+They live at the bottom of the package (only numpy/torch and ppkt.errors below them), so every reader,
+dataset and transform imports them without cycles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from torch import Tensor
+
+
+@dataclass
+class Frame:
+    """One RGB-D frame read from disk (numpy arrays, metres, camera-to-world pose)."""
+
+    scene: str
+    name: str
+    color: np.ndarray  # uint8 [H, W, 3]
+    depth: np.ndarray  # float32 [H, W] metres, 0 = invalid
+    K: np.ndarray  # float64 [3, 3]
+    pose: np.ndarray  # float64 [4, 4] camera-to-world
+    label: np.ndarray | None = None  # int64 [H, W], 0 = unlabelled
+    instance: np.ndarray | None = None  # int64 [H, W], 0 = none
+    color_path: Path | None = None
+    depth_path: Path | None = None
+    pose_path: Path | None = None
+    label_path: Path | None = None
+    instance_path: Path | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the frame."""
+        return (int(self.depth.shape[0]), int(self.depth.shape[1]))
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """One scene's frames. ``frames`` are the frame names in trajectory order; ``read(i)`` raises
+    :class:`~ppkt.errors.DataError` naming the file on any problem with frame ``i``."""
+
+    root: Path
+    scene: str
+    frames: list[str]
+
+    def __len__(self) -> int: ...
+
+    def read(self, i: int) -> Frame: ...
+
+    def frame_files(self, name: str) -> list[Path]:
+        """The files frame ``name`` is read from (cache fingerprints hash their sizes and mtimes)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-compatible description of the format and its settings (part of cache recipes)."""
+        ...
+
+
+@dataclass
+class CachedFeatures:
+    """The teacher's maps of one whole frame.
+
+    ``maps[i]``: ``[1, C_i, ceil(Hc / s_i), ceil(Wc / s_i)]`` for the frame resized to ``image_size = (Hc,
+    Wc)``; cell ``j`` of map ``i`` covers cache-image pixels ``[j s_i, (j + 1) s_i)`` (the UPL convention).
+    ``frame_size = (H, W)`` is the original frame's size, the coordinate system of a sample's ``view``.
+    """
+
+    maps: list[Tensor]
+    strides: list[int]
+    image_size: tuple[int, int]
+    frame_size: tuple[int, int]
+
+
+@dataclass
+class FusedScene:
+    """One scene fused into a labelled point cloud (one point per voxel).
+
+    Attributes:
+        name: scene name (the folder name).
+        xyz: ``[N, 3]`` float32 world coordinates (mean of each voxel's points); a scene far from the world
+            origin (geo-referenced poses) is shifted by :func:`~ppkt.geometry.float32_shift` first.
+        rgb: ``[N, 3]`` float32 mean colour in ``[0, 1]``.
+        label: ``[N]`` int64 class id, 0 = unlabelled.
+        num_classes: number of class ids *including* 0 (ids ``0 … num_classes − 1``); a segmentation
+            network predicts the ``num_classes − 1`` classes ``1 …``, as labels ``class − 1``.
+        class_names: the names of ids ``0 … num_classes − 1`` when the dataset says (``dataset.json``).
+    """
+
+    name: str
+    xyz: np.ndarray
+    rgb: np.ndarray
+    label: np.ndarray
+    num_classes: int
+    class_names: tuple[str, ...] | None = None
+
+    def __len__(self) -> int:
+        return int(self.xyz.shape[0])
