@@ -15,7 +15,6 @@ from ppkt.data.fusion import fuse_scene, load_or_fuse, load_or_fuse_all
 from ppkt.data.readers.folder import RGBDFolder
 from ppkt.data.sample import collate
 from ppkt.data.segmentation import SceneSegmentationDataset, labelled_subset, point_label_mask, voxel_labels
-from ppkt.data.splits import split_scenes
 from ppkt.data.transforms import Compose, RandomCrop, RandomRotate, Voxelize
 from ppkt.data.types import FusedScene
 from ppkt.errors import ConfigError, DataError
@@ -194,24 +193,6 @@ def test_synthetic_scene_fuses_onto_room_planes(tmp_path: Path) -> None:
         assert np.median(z) < 0.005 and z.max() < 0.05
         d_wall = np.minimum(np.abs(np.abs(s.xyz[wall, 0]) - hx), np.abs(np.abs(s.xyz[wall, 1]) - hy))
         assert np.median(d_wall) < 0.005 and d_wall.max() < 0.05
-
-
-def test_split_scenes_is_deterministic_and_covers_every_scene() -> None:
-    names = [f"scene_{i}" for i in range(10)]
-    a = split_scenes(names, (0.6, 0.2, 0.2), seed=1)
-    assert [len(a[k]) for k in ("train", "val", "test")] == [6, 2, 2]
-    assert sorted([n for v in a.values() for n in v], key=lambda n: int(n.split("_")[1])) == names
-    assert split_scenes(list(reversed(names)), (0.6, 0.2, 0.2), seed=1) == a  # input order does not matter
-    assert any(split_scenes(names, (0.6, 0.2, 0.2), seed=s) != a for s in range(2, 6))
-    three = split_scenes(["a", "b", "c"], (0.8, 0.1, 0.1), seed=0)
-    assert sorted(len(v) for v in three.values()) == [1, 1, 1]
-    assert split_scenes(["a", "b"], (0.5, 0.5, 0.0))["test"] == []
-    with pytest.raises(ConfigError, match="at least 3 scenes"):
-        split_scenes(["a", "b"], (0.6, 0.2, 0.2))
-    with pytest.raises(ConfigError, match="summing to 1"):
-        split_scenes(names, (0.6, 0.2, 0.3))
-    with pytest.raises(ConfigError, match="unique"):
-        split_scenes(["a", "a", "b"])
 
 
 def test_labelled_subset_scenes_mode() -> None:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from ppkt.config import checks
 from ppkt.config.checks import key
-from ppkt.config.pretrain import ColorJitterConfig, StudentConfig, SynthConfig
+from ppkt.config.pretrain import ColorJitterConfig, SourceConfig, StudentConfig
 from ppkt.errors import ConfigError
 
 
@@ -24,36 +24,20 @@ class SegAugmentConfig:
 
 
 @dataclass
-class SegDataConfig:
-    root: str | None = None
-    layout: str = "generic"
-    cache_dir: str | None = None
-    synth: SynthConfig = field(default_factory=SynthConfig)
+class SegDataConfig(SourceConfig):
     fuse_voxel_size: float = 0.02
-    voxel_size: float = 0.05
-    frame_skip: int = 1
-    min_depth: float = 0.1
-    max_depth: float = 6.0
     test: float = 0.2
     val: float = 0.1
-    up_axis: Literal[0, 1, 2] = 2
-    features: list[str] = field(default_factory=lambda: ["rgb"])
-    num_workers: int = 0
     augment: SegAugmentConfig = field(default_factory=SegAugmentConfig)
 
     def validate(self, prefix: str = "data") -> None:
+        super().validate(prefix)
         if not (0 < self.test < 1 and 0 <= self.val < 1 and self.test + self.val < 1):
             raise ConfigError(
                 f"config keys '{key(prefix, 'test')}'/'{key(prefix, 'val')}': need 0 < test, 0 <= val, "
                 f"test + val < 1, got test={self.test}, val={self.val}"
             )
-        checks.positive(prefix, "voxel_size", self.voxel_size)
-        checks.folder(prefix, "cache_dir", self.cache_dir)
         checks.positive(prefix, "fuse_voxel_size", self.fuse_voxel_size)
-        checks.at_least(prefix, "frame_skip", self.frame_skip, 1)
-        checks.at_least(prefix, "num_workers", self.num_workers, 0)
-        checks.features(prefix, self.features)
-        checks.depth_range(prefix, self.min_depth, self.max_depth)
         aug = key(prefix, "augment")
         if self.augment.crop is not None:
             checks.positive(aug, "crop", self.augment.crop)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from ppkt.config import checks
@@ -47,33 +48,50 @@ class AugmentConfig:
 
 
 @dataclass
-class DataConfig:
+class SourceConfig:
+    """The data settings pretraining and fine-tuning share: where the scenes are, how they are read, and how
+    points become voxels. ``ppkt demo`` gives its fine-tuning exactly its pretraining's values
+    (:func:`share_source`)."""
+
     root: str | None = None
     layout: str = "generic"
     cache_dir: str | None = None
     synth: SynthConfig = field(default_factory=SynthConfig)
-    heldout: float = 0.2
-    heldout_mode: Literal["auto", "scenes", "tail"] = "auto"
     frame_skip: int = 1
-    image_size: tuple[int, int] = (240, 320)
     voxel_size: float = 0.05
     min_depth: float = 0.1
     max_depth: float = 6.0
     up_axis: Literal[0, 1, 2] = 2
     features: list[str] = field(default_factory=lambda: ["rgb"])
-    skip_bad: bool = False
     num_workers: int = 0
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def validate(self, prefix: str = "data") -> None:
-        if not 0 <= self.heldout < 1:
-            raise ConfigError(f"config key '{key(prefix, 'heldout')}': must be in [0, 1), got {self.heldout}")
         checks.positive(prefix, "voxel_size", self.voxel_size)
         checks.at_least(prefix, "frame_skip", self.frame_skip, 1)
         checks.at_least(prefix, "num_workers", self.num_workers, 0)
         checks.features(prefix, self.features)
         checks.depth_range(prefix, self.min_depth, self.max_depth)
         checks.folder(prefix, "cache_dir", self.cache_dir)
+
+
+def share_source(dst: SourceConfig, src: SourceConfig) -> None:
+    """Give ``dst`` every :class:`SourceConfig` value of ``src`` (deep copies)."""
+    for f in fields(SourceConfig):
+        setattr(dst, f.name, copy.deepcopy(getattr(src, f.name)))
+
+
+@dataclass
+class DataConfig(SourceConfig):
+    heldout: float = 0.2
+    heldout_mode: Literal["auto", "scenes", "tail"] = "auto"
+    image_size: tuple[int, int] = (240, 320)
+    skip_bad: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def validate(self, prefix: str = "data") -> None:
+        super().validate(prefix)
+        if not 0 <= self.heldout < 1:
+            raise ConfigError(f"config key '{key(prefix, 'heldout')}': must be in [0, 1), got {self.heldout}")
         if not min(self.image_size) >= 8:
             raise ConfigError(
                 f"config key '{key(prefix, 'image_size')}': must be [H, W] >= 8 pixels, "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from torch.utils.data import Dataset
 
 from ppkt.data.pairing import frame_to_sample
 from ppkt.data.sample import Batch, Sample, collate
+from ppkt.data.splits import split_by_order, split_counts
 from ppkt.data.teacher_cache import FeatureCache
 from ppkt.data.types import FrameSource
 from ppkt.errors import ConfigError, DataError
@@ -34,27 +34,25 @@ def split_frames(
 ) -> tuple[list[FrameRef], list[FrameRef]]:
     """Split frames into (train, held-out).
 
-    ``mode="scenes"`` holds out the last ``ceil(heldout · #scenes)`` scenes; ``"tail"`` holds out the last
-    ``heldout`` fraction of every scene's trajectory; ``"auto"`` is ``scenes`` with ≥ 2 scenes else ``tail``.
-    Every ``frame_skip``-th frame is used.
+    ``mode="scenes"`` holds out the last ``ceil(heldout · #scenes)`` scenes
+    (:func:`~ppkt.data.splits.split_by_order`, the rule of fine-tuning's test split); ``"tail"`` holds out
+    the last ``heldout`` fraction of every scene's trajectory; ``"auto"`` is ``scenes`` with ≥ 2 scenes,
+    else ``tail``. Every ``frame_skip``-th frame is used.
     """
     if mode == "auto":
         mode = "scenes" if len(folders) >= 2 else "tail"
     train: list[FrameRef] = []
     held: list[FrameRef] = []
     if mode == "scenes":
-        n_held = math.ceil(heldout * len(folders)) if heldout > 0 else 0
-        if n_held >= len(folders) and heldout > 0:
-            raise ConfigError(f"data.heldout={heldout} would hold out all {len(folders)} scenes")
-        for i, f in enumerate(folders):
-            refs = [FrameRef(f, j) for j in range(0, len(f), frame_skip)]
-            (held if i >= len(folders) - n_held else train).extend(refs)
+        train_scenes, _, held_scenes = split_by_order(folders, heldout, keys=("data.heldout", ""))
+        train = [FrameRef(f, j) for f in train_scenes for j in range(0, len(f), frame_skip)]
+        held = [FrameRef(f, j) for f in held_scenes for j in range(0, len(f), frame_skip)]
     elif mode == "tail":
         for f in folders:
             refs = [FrameRef(f, j) for j in range(0, len(f), frame_skip)]
-            cut = len(refs) - math.ceil(heldout * len(refs)) if heldout > 0 else len(refs)
-            train.extend(refs[:cut])
-            held.extend(refs[cut:])
+            n_train = split_counts(len(refs), heldout)[0]
+            train.extend(refs[:n_train])
+            held.extend(refs[n_train:])
     else:
         raise ConfigError(f"data.heldout_mode: {mode!r} is not one of ['auto', 'scenes', 'tail']")
     if not train:

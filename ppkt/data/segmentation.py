@@ -30,8 +30,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ppkt.data.io.files import natural_key
 from ppkt.data.sample import Sample
-from ppkt.data.splits import _check_fraction, _permutation
 from ppkt.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -46,6 +46,26 @@ __all__ = [
 ]
 
 LABEL_MODES = ("scenes", "points")
+
+
+def _check_names(names: Sequence[str]) -> list[str]:
+    ordered = sorted(names, key=natural_key)
+    if len(set(ordered)) != len(ordered):
+        dup = sorted({n for n in ordered if ordered.count(n) > 1})
+        raise ConfigError(f"scene names must be unique, got duplicates {dup}")
+    return ordered
+
+
+def _permutation(names: Sequence[str], seed: int, salt: int) -> list[str]:
+    """``names`` (naturally sorted first) in a seeded random order."""
+    ordered = _check_names(names)
+    perm = np.random.default_rng([seed, salt]).permutation(len(ordered))
+    return [ordered[i] for i in perm]
+
+
+def _check_fraction(fraction: float, what: str) -> None:
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"{what} must be in (0, 1], got {fraction}")
 
 
 def labelled_subset(names: Sequence[str], fraction: float, seed: int = 0) -> list[str]:

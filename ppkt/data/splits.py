@@ -1,77 +1,44 @@
-"""Scene splits: the one held-out split shared by pretraining and fine-tuning."""
+"""The held-out split: the one rule shared by pretraining and fine-tuning.
+
+Scenes (or, for one-scene pretraining, the frames of a trajectory) are split **by order**: the last
+``ceil(test · n)`` items are the test / held-out part, the ``ceil(val · n)`` before them validate, the rest
+train. ``ppkt pretrain`` holds out exactly the scenes that ``ppkt finetune`` tests on when both use the same
+fraction (``data.heldout`` = ``data.test``) on the same scene list, because both call
+:func:`split_by_order`.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TypeVar
 
-import numpy as np
-
-from ppkt.data.io.files import natural_key
 from ppkt.errors import ConfigError
 
-#: the three splits, in the order of :func:`split_scenes`
+T = TypeVar("T")
+
+#: the three parts, in the order :func:`split_by_order` returns them
 SPLITS = ("train", "val", "test")
 
 
-def _check_names(names: Sequence[str]) -> list[str]:
-    ordered = sorted(names, key=natural_key)
-    if len(set(ordered)) != len(ordered):
-        dup = sorted({n for n in ordered if ordered.count(n) > 1})
-        raise ConfigError(f"scene names must be unique, got duplicates {dup}")
-    return ordered
+def split_counts(n: int, test: float, val: float = 0.0) -> tuple[int, int, int]:
+    """``(train, val, test)`` counts of :func:`split_by_order` for ``n`` items."""
+    n_test = math.ceil(test * n - 1e-9) if test > 0 else 0
+    n_val = math.ceil(val * n - 1e-9) if val > 0 else 0
+    return n - n_test - n_val, n_val, n_test
 
 
-def _permutation(names: Sequence[str], seed: int, salt: int) -> list[str]:
-    """``names`` (naturally sorted first) in a seeded random order."""
-    ordered = _check_names(names)
-    perm = np.random.default_rng([seed, salt]).permutation(len(ordered))
-    return [ordered[i] for i in perm]
+def split_by_order(
+    items: Sequence[T], test: float, val: float = 0.0, *, keys: tuple[str, str] = ("data.test", "data.val")
+) -> tuple[list[T], list[T], list[T]]:
+    """``(train, val, test)``: the last ``ceil(test·n)`` items test, the ``ceil(val·n)`` before them val.
 
-
-def _check_fraction(fraction: float, what: str) -> None:
-    if not 0 < fraction <= 1:
-        raise ConfigError(f"{what} must be in (0, 1], got {fraction}")
-
-
-def split_scenes(
-    names: Sequence[str], fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0
-) -> dict[str, list[str]]:
-    """Split scenes into ``{"train", "val", "test"}`` by the given fractions (they must sum to 1).
-
-    Counts are ``fraction · n`` rounded by largest remainder; every split with a positive fraction gets at
-    least one scene (taken from the largest split), so with all three fractions positive at least 3 scenes
-    are needed. Each scene lands in exactly one split; each list is naturally sorted.
-
-    Raises:
-        ConfigError: bad fractions, duplicate names, or too few scenes for the non-empty splits.
+    Raises :class:`ConfigError` naming the config ``keys`` (test, val) when no training item would be left.
     """
-    fr = [float(f) for f in fractions]
-    if len(fr) != 3 or any(not (f >= 0 and math.isfinite(f)) for f in fr) or abs(sum(fr) - 1) > 1e-6:
-        raise ConfigError(
-            f"split fractions must be 3 non-negative numbers (train, val, test) summing to 1, got {fractions}"
-        )
-    if fr[0] == 0:
-        raise ConfigError(f"the train fraction must be positive, got {fractions}")
-    n = len(names)
-    needed = sum(f > 0 for f in fr)
-    if n < needed:
-        raise ConfigError(
-            f"cannot split {n} scene(s) into {needed} non-empty splits (fractions {fractions}); "
-            f"need at least {needed} scenes"
-        )
-    exact = [f * n for f in fr]
-    counts = [math.floor(e) for e in exact]
-    by_remainder = sorted(range(3), key=lambda i: (-(exact[i] - counts[i]), i))
-    for i in by_remainder[: n - sum(counts)]:
-        counts[i] += 1
-    for i in range(3):
-        while fr[i] > 0 and counts[i] == 0:
-            counts[max(range(3), key=lambda j: (counts[j], -j))] -= 1
-            counts[i] += 1
-    order = _permutation(names, seed, 0)
-    out, start = {}, 0
-    for split, c in zip(SPLITS, counts):
-        out[split] = sorted(order[start : start + c], key=natural_key)
-        start += c
-    return out
+    n = len(items)
+    n_train, n_val, _ = split_counts(n, test, val)
+    if n_train < 1:
+        shown = f"{keys[0]}={test}" + (f", {keys[1]}={val}" if val > 0 else "")
+        raise ConfigError(f"{shown}: would leave no training item of {n} (lower the fraction or add data)")
+    items = list(items)
+    return items[:n_train], items[n_train : n_train + n_val], items[n_train + n_val :]

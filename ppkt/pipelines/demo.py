@@ -8,13 +8,16 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from ppkt.config import dump_config, from_dict, to_dict
 from ppkt.config.demo import DemoConfig
-from ppkt.config.finetune import FinetuneConfig
+from ppkt.config.finetune import FinetuneConfig, SegDataConfig
+from ppkt.config.pretrain import SourceConfig, share_source
 from ppkt.data.readers import open_scenes
+from ppkt.errors import ConfigError
 from ppkt.pipelines.finetune import run_finetune
 from ppkt.pipelines.pretrain import run_pretrain
 from ppkt.pipelines.report import gains, plot_report, pretraining_panels, report_markdown, summarize
@@ -24,12 +27,21 @@ from ppkt.training.seg_data import SceneSplits, load_scene_splits
 
 
 def align_finetune_data(cfg: DemoConfig) -> None:
-    """The downstream task uses the pretraining data: same scenes, voxels and features; its test scenes are
-    exactly the scenes held out from pretraining."""
+    """The downstream task uses the pretraining data: the whole shared data section
+    (:class:`~ppkt.config.pretrain.SourceConfig`: scenes, reader, voxels, features) and the student come from
+    ``pretrain``, and its test scenes are exactly the scenes held out from pretraining (``data.test`` =
+    ``data.heldout``, both split by :func:`~ppkt.data.splits.split_by_order`)."""
     p, f = cfg.pretrain.data, cfg.finetune.data
-    f.root, f.layout, f.cache_dir, f.synth = p.root, p.layout, p.cache_dir, copy.deepcopy(p.synth)
-    f.voxel_size, f.features, f.up_axis = p.voxel_size, list(p.features), p.up_axis
-    f.min_depth, f.max_depth, f.test = p.min_depth, p.max_depth, p.heldout
+    default = SegDataConfig()
+    for field in fields(SourceConfig):
+        mine, default_value = getattr(f, field.name), getattr(default, field.name)
+        if mine != default_value and mine != getattr(p, field.name):
+            raise ConfigError(
+                f"config key 'finetune.data.{field.name}': the demo takes it from "
+                f"'pretrain.data.{field.name}' (set that one instead)"
+            )
+    share_source(f, p)
+    f.test = p.heldout
     cfg.finetune.student = copy.deepcopy(cfg.pretrain.student)
 
 

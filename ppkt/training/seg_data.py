@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from ppkt.data.fusion import load_or_fuse
 from ppkt.data.readers import open_scenes
 from ppkt.data.sample import collate
 from ppkt.data.segmentation import SceneSegmentationDataset
+from ppkt.data.splits import split_by_order
 from ppkt.data.transforms import Compose, RandomCrop, RandomRotate, RandomScale, Transform, Voxelize
 from ppkt.data.types import FusedScene
 from ppkt.errors import ConfigError, DataError
@@ -22,8 +22,9 @@ from ppkt.training.data import color_jitter, data_root
 
 @dataclass
 class SceneSplits:
-    """Fused scenes by split. ``test`` is the last ``ceil(test·n)`` scenes in natural order — the same
-    scenes ``ppkt pretrain`` holds out with ``data.heldout`` equal to ``test`` — ``val`` the ones before."""
+    """Fused scenes by split (:func:`~ppkt.data.splits.split_by_order`): ``test`` is the last
+    ``ceil(test·n)`` scenes in natural order — the scenes ``ppkt pretrain`` holds out with ``data.heldout``
+    equal to ``test`` — and ``val`` the ones before them."""
 
     root: Path
     train: list[FusedScene]
@@ -56,16 +57,11 @@ def load_scene_splits(cfg: SegDataConfig, verbose: bool = True) -> SceneSplits:
         )
         for f in folders
     ]
-    n = len(scenes)
-    n_test = math.ceil(cfg.test * n)
-    n_val = math.ceil(cfg.val * n) if cfg.val > 0 else 0
-    if n - n_test - n_val < 1:
-        raise ConfigError(
-            f"{root}: {n} scene(s) cannot be split into train/val/test ({cfg.val=}, {cfg.test=})"
-        )
-    splits = SceneSplits(
-        root, scenes[: n - n_test - n_val], scenes[n - n_test - n_val : n - n_test], scenes[n - n_test :]
-    )
+    try:
+        train, val, test = split_by_order(scenes, cfg.test, cfg.val)
+    except ConfigError as e:
+        raise ConfigError(f"{root}: {e}") from None
+    splits = SceneSplits(root, train, val, test)
     if splits.num_classes < 1:
         raise DataError(
             f"{root}: no scene has labelled points (segmentation needs <frame>.label.png files with class "
