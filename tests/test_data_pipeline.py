@@ -13,7 +13,7 @@ from PIL import Image
 from ppkt.data.frame_dataset import FrameDataset, collate_skip, split_frames
 from ppkt.data.pairing import frame_to_sample
 from ppkt.data.readers.folder import RGBDFolder
-from ppkt.data.sample import Sample, collate
+from ppkt.data.sample import PairedSample, collate
 from ppkt.data.transforms import (
     ColorJitter,
     Compose,
@@ -43,7 +43,7 @@ def make_frame(seed: int = 0, label: bool = True) -> Frame:
     return Frame("scene", f"f{seed}", color, depth, K.copy(), np.eye(4), label=lab)
 
 
-def pixel_color(sample: Sample) -> torch.Tensor:
+def pixel_color(sample: PairedSample) -> torch.Tensor:
     """Colour of each pair's pixel, read (nearest) from the sample's (transformed) image."""
     u = sample.pair_uv[:, 0].round().long()
     v = sample.pair_uv[:, 1].round().long()

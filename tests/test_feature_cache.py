@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ppkt.cli.main import main
 from ppkt.config import PretrainConfig, load_config
-from ppkt.data.sample import Sample, collate
+from ppkt.data.sample import PairedSample, collate
 from ppkt.data.transforms import (
     Compose,
     CropCachedFeatures,
@@ -50,18 +50,20 @@ def coordinate_cache() -> CachedFeatures:
     return CachedFeatures(maps, STRIDES, (HC, WC), (H, W))
 
 
-def frame_sample() -> Sample:
+def frame_sample() -> PairedSample:
     v, u = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
     uv = torch.stack([u.reshape(-1), v.reshape(-1)], 1).float()
     n = uv.shape[0]
     g = torch.Generator().manual_seed(0)
-    return Sample(
+    return PairedSample(
         points=torch.rand(n, 3, generator=g) * 3,
         colors=torch.rand(n, 3, generator=g),
         images=torch.rand(1, 3, H, W, generator=g),
         pair_point=torch.arange(n),
         pair_image=torch.zeros(n, dtype=torch.long),
         pair_uv=uv,
+        intrinsics=torch.eye(3, dtype=torch.float64)[None],
+        poses=torch.eye(4, dtype=torch.float64)[None],
         teacher_cache=coordinate_cache(),
         view=torch.eye(3, dtype=torch.float64),
     )
@@ -114,7 +116,7 @@ def test_collate_stacks_cached_features_and_rejects_a_mix() -> None:
     assert batch.teacher_feats is not None
     assert [tuple(f.shape) for f in batch.teacher_feats] == [(2, 2, 4, 5), (2, 2, 2, 3)]
     c2 = Compose([RandomResizedCrop((16, 20)), Voxelize(0.5)])(
-        Sample(**{**vars(frame_sample()), "teacher_cache": None, "view": None})
+        PairedSample(**{**vars(frame_sample()), "teacher_cache": None, "view": None})
     )
     assert c2.teacher_feats is None
     with pytest.raises(ValueError, match="cached teacher features"):

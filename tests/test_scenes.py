@@ -13,7 +13,7 @@ from PIL import Image
 
 from ppkt.data.fusion import fuse_scene, load_or_fuse, load_or_fuse_all
 from ppkt.data.readers.folder import RGBDFolder
-from ppkt.data.sample import collate
+from ppkt.data.sample import PointBatch, collate_points
 from ppkt.data.segmentation import SceneSegmentationDataset, labelled_subset, point_label_mask, voxel_labels
 from ppkt.data.transforms import Compose, RandomCrop, RandomRotate, Voxelize
 from ppkt.data.types import FusedScene
@@ -269,11 +269,11 @@ def test_collate_two_segmentation_samples() -> None:
     transform = Compose([RandomRotate(axis=2), Voxelize(0.2, features=("rgb", "height"))])
     ds = SceneSegmentationDataset(scenes, transform)
     samples = [ds[0], ds[1]]
-    batch = collate(samples)
+    batch = collate_points(samples)
     n_vox = [int(s.coords.shape[0]) for s in samples]  # type: ignore[union-attr]
     assert batch.coords.shape == (sum(n_vox), 4) and batch.feats.shape == (sum(n_vox), 4)
     assert batch.offset.tolist() == [n_vox[0], sum(n_vox)] and batch.point_offset.tolist() == [500, 800]
-    assert batch.images.shape == (0, 3, 1, 1) and batch.image_offset.tolist() == [0, 0]
+    assert type(batch) is PointBatch  # image-free: no images, no pairing
     assert batch.pair_voxel.numel() == 0 and batch.pair_uv.shape == (0, 2)
     assert batch.labels is not None and batch.labels.shape == (800,)
     assert int(batch.inverse[500:].min()) >= n_vox[0] and int(batch.inverse.max()) == sum(n_vox) - 1

@@ -4,29 +4,16 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
-import torch
 from torch.utils.data import Dataset
 
 from ppkt.data.pairing import frame_to_sample
-from ppkt.data.sample import Batch, Sample, collate
+from ppkt.data.sample import PairedBatch, PairedSample, collate
 from ppkt.data.splits import split_by_order, split_counts
 from ppkt.data.teacher_cache import FeatureCache
-from ppkt.data.types import FrameSource
+from ppkt.data.transforms import AttachCachedFeatures
+from ppkt.data.types import FrameRef, FrameSource
 from ppkt.errors import ConfigError, DataError
-
-
-@dataclass(frozen=True)
-class FrameRef:
-    """One frame: a scene folder and the frame's position in it."""
-
-    folder: FrameSource
-    index: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.folder.scene}/{self.folder.frames[self.index]}"
 
 
 def split_frames(
@@ -60,7 +47,7 @@ def split_frames(
     return train, held
 
 
-class FrameDataset(Dataset[Sample | None]):
+class FrameDataset(Dataset[PairedSample | None]):
     """RGB-D frames → transformed samples.
 
     With a ``feature_cache`` every sample carries its frame's cached teacher maps (``teacher_cache``, an
@@ -72,7 +59,7 @@ class FrameDataset(Dataset[Sample | None]):
     def __init__(
         self,
         frames: Sequence[FrameRef],
-        transform: Callable[[Sample], Sample],
+        transform: Callable[[PairedSample], PairedSample],
         *,
         min_depth: float = 0.0,
         max_depth: float = float("inf"),
@@ -80,7 +67,7 @@ class FrameDataset(Dataset[Sample | None]):
         feature_cache: FeatureCache | None = None,
     ) -> None:
         self.frames = list(frames)
-        self.feature_cache = feature_cache
+        self.attach = None if feature_cache is None else AttachCachedFeatures(feature_cache)
         self.transform = transform
         self.min_depth, self.max_depth = min_depth, max_depth
         self.skip_bad = skip_bad
@@ -88,7 +75,7 @@ class FrameDataset(Dataset[Sample | None]):
     def __len__(self) -> int:
         return len(self.frames)
 
-    def __getitem__(self, i: int) -> Sample | None:
+    def __getitem__(self, i: int) -> PairedSample | None:
         ref = self.frames[i]
         try:
             frame = ref.folder.read(ref.index)
@@ -102,19 +89,13 @@ class FrameDataset(Dataset[Sample | None]):
                 raise
             warnings.warn(f"skipping bad frame {ref.name}: {e}", stacklevel=2)
             return None
-        if self.feature_cache is not None:
-            cached = self.feature_cache.load(ref.folder, ref.index)
-            if cached is None:
-                raise DataError(
-                    f"{frame.depth_path}: frame {ref.name} is not in the teacher-feature cache "
-                    f"{self.feature_cache.root} (or its files changed); run `ppkt cache-features` first"
-                )
-            sample.teacher_cache = cached
-            sample.view = torch.eye(3, dtype=torch.float64)
+        sample.source = ref
+        if self.attach is not None:
+            sample = self.attach(sample)
         return self.transform(sample)
 
 
-def collate_skip(items: list[Sample | None]) -> Batch | None:
+def collate_skip(items: list[PairedSample | None]) -> PairedBatch | None:
     """:func:`collate` without the skipped (``None``) items; ``None`` when nothing is left."""
     samples = [s for s in items if s is not None]
     return collate(samples) if samples else None

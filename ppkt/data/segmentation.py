@@ -10,7 +10,7 @@ limited-label choices are nested: for one seed, the subset for a smaller fractio
 for a larger one (both are prefixes of the same seeded permutation).
 
 * :class:`SceneSegmentationDataset` turns :class:`~ppkt.data.types.FusedScene` objects into
-  :class:`~ppkt.data.sample.Sample` objects: ``points [N, 3]`` = xyz, ``colors [N, 3]`` = rgb,
+  :class:`~ppkt.data.sample.PointSample` objects: ``points [N, 3]`` = xyz, ``colors [N, 3]`` = rgb,
   ``labels [N]`` = class − 1 (class 0 and withheld labels → ``ignore_index``), no images
   (``images [0, 3, 1, 1]``) and empty pairings, so :class:`~ppkt.data.transforms.Voxelize` and
   :func:`~ppkt.data.sample.collate` apply as is;
@@ -31,7 +31,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ppkt.data.io.files import natural_key
-from ppkt.data.sample import Sample
+from ppkt.data.sample import PointSample
 from ppkt.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ def voxel_labels(
     """Majority vote of point labels per voxel.
 
     Args:
-        inverse: ``[N]`` int64 voxel of each point (``Sample.inverse`` / ``Batch.inverse``).
+        inverse: ``[N]`` int64 voxel of each point (``PointSample.inverse`` / ``PointBatch.inverse``).
         labels: ``[N]`` int64 in ``[0, num_classes)`` or ``ignore_index`` (never votes).
         num_voxels: ``M``.
 
@@ -125,7 +125,7 @@ def voxel_labels(
     return out
 
 
-class SceneSegmentationDataset(Dataset[Sample]):
+class SceneSegmentationDataset(Dataset[PointSample]):
     """Fused scenes → transformed segmentation samples (one sample per scene).
 
     Each sample holds ``points = xyz``, ``colors = rgb``, ``labels = class − 1`` (class 0 and withheld
@@ -146,7 +146,7 @@ class SceneSegmentationDataset(Dataset[Sample]):
     def __init__(
         self,
         scenes: Sequence[FusedScene],
-        transform: Callable[[Sample], Sample] | None = None,
+        transform: Callable[[PointSample], PointSample] | None = None,
         *,
         ignore_index: int = -1,
         label_mode: str = "scenes",
@@ -206,20 +206,13 @@ class SceneSegmentationDataset(Dataset[Sample]):
     def __len__(self) -> int:
         return len(self.scenes)
 
-    def sample(self, i: int) -> Sample:
-        """Scene ``i`` as an untransformed :class:`Sample`."""
+    def sample(self, i: int) -> PointSample:
+        """Scene ``i`` as an untransformed :class:`PointSample`."""
         s = self.scenes[i]
-        return Sample(
-            points=torch.from_numpy(s.xyz),
-            colors=torch.from_numpy(s.rgb),
-            images=torch.zeros(0, 3, 1, 1),
-            pair_point=torch.zeros(0, dtype=torch.long),
-            pair_image=torch.zeros(0, dtype=torch.long),
-            pair_uv=torch.zeros(0, 2),
-            labels=self.labels[i],
-            name=s.name,
+        return PointSample(
+            points=torch.from_numpy(s.xyz), colors=torch.from_numpy(s.rgb), labels=self.labels[i], name=s.name
         )
 
-    def __getitem__(self, i: int) -> Sample:
+    def __getitem__(self, i: int) -> PointSample:
         sample = self.sample(i)
         return sample if self.transform is None else self.transform(sample)

@@ -98,3 +98,23 @@ class FusedScene:
 
     def __len__(self) -> int:
         return int(self.xyz.shape[0])
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    """One frame: a scene (frame source) and the frame's position in it."""
+
+    folder: FrameSource
+    index: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.folder.scene}/{self.folder.frames[self.index]}"
+
+
+class FeatureStore(Protocol):
+    """Where cached teacher maps are read from (:class:`~ppkt.data.teacher_cache.FeatureCache`)."""
+
+    root: Path
+
+    def load(self, source: FrameSource, index: int) -> CachedFeatures | None: ...

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from ppkt.config import PretrainConfig
-from ppkt.data.frame_dataset import FrameRef
 from ppkt.data.teacher_cache import FeatureCache
+from ppkt.data.types import FrameRef
 from ppkt.errors import DataError
 from ppkt.models.teachers import Teacher, build_teacher
 

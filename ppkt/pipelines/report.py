@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ppkt.data.pairing import frame_to_sample
+from ppkt.data.sample import PairedSample
 from ppkt.data.transforms import Voxelize
 from ppkt.data.types import Frame
 from ppkt.errors import DataError
@@ -123,7 +124,8 @@ def feature_image(
             f"{frame.scene}/{frame.name}: {uv.shape[0]} points with depth in range, too few for a PCA "
             "rendering"
         )
-    s = Voxelize(voxel_size, features, up_axis)(sample)
+    voxelize: Voxelize[PairedSample] = Voxelize(voxel_size, features, up_axis)
+    s = voxelize(sample)
     assert s.coords is not None and s.feats is not None and s.inverse is not None
     coords = torch.cat([torch.zeros(len(s.coords), 1, dtype=torch.int32), s.coords], dim=1)
     point_feats = module.student(SparseTensor(s.feats, coords))[s.inverse]

@@ -7,8 +7,8 @@ from typing import Any
 
 import lightning as L
 
-from ppkt.data.frame_dataset import FrameRef
 from ppkt.data.readers import open_scenes
+from ppkt.data.types import FrameRef
 from ppkt.errors import ConfigError
 from ppkt.training.common import load_run_checkpoint, output_dir, write_json
 from ppkt.training.data import data_root, frame_splits, make_loader, num_input_features

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from torch.utils.data import DataLoader
 
 from ppkt.config.finetune import SegDataConfig
 from ppkt.config.pretrain import ColorJitterConfig, DataConfig
 from ppkt.data.embedded import ensure_synthetic
-from ppkt.data.frame_dataset import FrameDataset, FrameRef, collate_skip, split_frames
+from ppkt.data.frame_dataset import FrameDataset, collate_skip, split_frames
 from ppkt.data.readers import SCENE_READERS, known_layouts, open_scenes
+from ppkt.data.sample import PairedSample
 from ppkt.data.teacher_cache import FeatureCache
 from ppkt.data.transforms import (
     ColorJitter,
@@ -26,6 +28,7 @@ from ppkt.data.transforms import (
     Transform,
     Voxelize,
 )
+from ppkt.data.types import FrameRef
 from ppkt.errors import ConfigError
 
 
@@ -34,12 +37,12 @@ def build_transform(cfg: DataConfig, train: bool, superpixels: int = 0) -> Compo
     Evaluation: a centred resize and voxelize. Both end with :class:`CropCachedFeatures`, which turns cached
     teacher maps (when a sample has them) into the maps of the augmented image. ``superpixels > 0`` starts
     both with :class:`Superpixels` (SLIC on the original frame)."""
-    vox = Voxelize(cfg.voxel_size, cfg.features, cfg.up_axis)
-    first: list[Transform] = [Superpixels(superpixels)] if superpixels > 0 else []
+    vox: Voxelize[PairedSample] = Voxelize(cfg.voxel_size, cfg.features, cfg.up_axis)
+    first: list[Transform[Any]] = [Superpixels(superpixels)] if superpixels > 0 else []
     if not train:
         return Compose([*first, RandomResizedCrop(cfg.image_size, random=False), CropCachedFeatures(), vox])
     a = cfg.augment
-    steps: list[Transform] = [*first, RandomResizedCrop(cfg.image_size, a.crop_scale)]
+    steps: list[Transform[Any]] = [*first, RandomResizedCrop(cfg.image_size, a.crop_scale)]
     if a.flip > 0:
         steps.append(RandomHorizontalFlip(a.flip))
     if a.rotate_degrees > 0:

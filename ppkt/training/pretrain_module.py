@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ppkt.config import PretrainConfig, from_dict, to_dict
-from ppkt.data.sample import Batch
+from ppkt.data.sample import PairedBatch
 from ppkt.losses import PPNCELoss, build_loss
 from ppkt.models.heads import ProjectionHead
 from ppkt.models.student import build_student
@@ -47,14 +47,14 @@ class PPKTPretrainModule(L.LightningModule):
         return cls(to_dict(cfg), in_channels)
 
     # ------------------------------------------------------------------ embeddings
-    def point_embeddings(self, batch: Batch, voxels: Tensor | None = None) -> Tensor:
+    def point_embeddings(self, batch: PairedBatch, voxels: Tensor | None = None) -> Tensor:
         """``[M, D]`` unit embeddings of every voxel of the batch, or ``[P, D]`` of the voxels ``voxels``
         only (the head is point-wise, so it runs on just the rows that are used)."""
         x = SparseTensor(batch.feats, batch.coords)
         feats = self.student(x)
         return self.head(feats if voxels is None else feats[voxels])
 
-    def teacher_features(self, batch: Batch) -> list[Tensor]:
+    def teacher_features(self, batch: PairedBatch) -> list[Tensor]:
         """The frozen teacher's multi-scale maps of the batch images (no gradient, eval mode), or the
         batch's cached maps when its loader reads a teacher-feature cache."""
         if batch.teacher_feats is not None:
@@ -71,7 +71,7 @@ class PPKTPretrainModule(L.LightningModule):
             return self.upl.embed_points(features, image_index, uv, image_size)
         return sample_pixels(self.upl(features, image_size), image_index, uv, image_size)
 
-    def superpixel_embeddings(self, batch: Batch) -> tuple[Tensor, Tensor]:
+    def superpixel_embeddings(self, batch: PairedBatch) -> tuple[Tensor, Tensor]:
         """``[S, D]`` point and pixel embeddings pooled over the batch's superpixels (SLidR): the mean of
         the unit embeddings of every pair whose pixel lies in the superpixel, renormalised. The 2D side
         pools the paired pixels (those with a valid depth) rather than every pixel of the superpixel."""
@@ -91,7 +91,7 @@ class PPKTPretrainModule(L.LightningModule):
 
         return pool(points), pool(pixels)
 
-    def forward(self, batch: Batch) -> dict[str, Tensor]:
+    def forward(self, batch: PairedBatch) -> dict[str, Tensor]:
         if self.cfg.loss.superpixels > 0:
             points, pixels = self.superpixel_embeddings(batch)
             idx = self.loss.sample(points.shape[0], points.device)
@@ -115,7 +115,7 @@ class PPKTPretrainModule(L.LightningModule):
         }
 
     # ------------------------------------------------------------------ Lightning hooks
-    def training_step(self, batch: Batch | None, batch_idx: int) -> Tensor | None:
+    def training_step(self, batch: PairedBatch | None, batch_idx: int) -> Tensor | None:
         if batch is None or batch.pair_voxel.shape[0] < 2:
             return None
         out = self(batch)
@@ -126,7 +126,7 @@ class PPKTPretrainModule(L.LightningModule):
         self.step_losses.append(float(out["loss"].detach()))
         return out["loss"]
 
-    def validation_step(self, batch: Batch | None, batch_idx: int) -> None:
+    def validation_step(self, batch: PairedBatch | None, batch_idx: int) -> None:
         if batch is None or batch.pair_voxel.shape[0] < 2:
             return
         out = self(batch)
@@ -142,4 +142,4 @@ class PPKTPretrainModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        return batch.to(device) if isinstance(batch, Batch) else batch
+        return batch.to(device) if isinstance(batch, PairedBatch) else batch

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ppkt.data.sample import Batch
+from ppkt.data.sample import PairedBatch, offset_to_batch
 from ppkt.training.pretrain_module import PPKTPretrainModule
 
 
@@ -25,7 +25,7 @@ class RetrievalResult:
 
 @torch.no_grad()
 def retrieval_top1(
-    module: PPKTPretrainModule, batches: Iterable[Batch | None], num_points: int = 512, seed: int = 0
+    module: PPKTPretrainModule, batches: Iterable[PairedBatch | None], num_points: int = 512, seed: int = 0
 ) -> RetrievalResult:
     """Mean per-frame top-1 point→pixel retrieval over ``batches`` (module in eval mode)."""
     was_training = module.training
@@ -40,11 +40,9 @@ def retrieval_top1(
         batch = batch.to(module.device)
         emb3d = module.point_embeddings(batch)
         features = module.teacher_features(batch)
-        starts = torch.cat([batch.offset.new_zeros(1), batch.offset[:-1]])
+        pair_sample = offset_to_batch(batch.offset)[batch.pair_voxel]
         for b in range(batch.batch_size):
-            sel = (
-                ((batch.pair_voxel >= starts[b]) & (batch.pair_voxel < batch.offset[b])).nonzero().squeeze(1)
-            )
+            sel = (pair_sample == b).nonzero().squeeze(1)
             n = min(num_points, int(sel.numel()))
             if n < 2:
                 continue

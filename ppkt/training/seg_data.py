@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, RandomSampler
@@ -11,7 +12,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from ppkt.config.finetune import SegDataConfig
 from ppkt.data.fusion import load_or_fuse
 from ppkt.data.readers import open_scenes
-from ppkt.data.sample import collate
+from ppkt.data.sample import collate_points
 from ppkt.data.segmentation import SceneSegmentationDataset
 from ppkt.data.splits import split_by_order
 from ppkt.data.transforms import Compose, RandomCrop, RandomRotate, RandomScale, Transform, Voxelize
@@ -78,7 +79,7 @@ def require_labels(scenes: list[FusedScene], where: str) -> None:
 
 
 def seg_transform(cfg: SegDataConfig, train: bool) -> Compose:
-    steps: list[Transform] = []
+    steps: list[Transform[Any]] = []
     if train and cfg.augment.crop is not None:
         steps.append(RandomCrop(cfg.augment.crop, cfg.up_axis))
     if train and cfg.augment.rotate_degrees > 0:
@@ -117,11 +118,11 @@ def train_loader(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=cfg.num_workers,
-        collate_fn=collate,
+        collate_fn=collate_points,
         persistent_workers=cfg.num_workers > 0,
     )
 
 
 def eval_loader(cfg: SegDataConfig, scenes: list[FusedScene]) -> DataLoader:
     ds = SceneSegmentationDataset(scenes, seg_transform(cfg, train=False))
-    return DataLoader(ds, batch_size=1, shuffle=False, num_workers=0, collate_fn=collate)
+    return DataLoader(ds, batch_size=1, shuffle=False, num_workers=0, collate_fn=collate_points)

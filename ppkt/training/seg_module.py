@@ -14,7 +14,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from ppkt.config import FinetuneConfig, from_dict
-from ppkt.data.sample import Batch
+from ppkt.data.sample import PointBatch
 from ppkt.data.segmentation import voxel_labels
 from ppkt.errors import WeightsError
 from ppkt.losses.lovasz import lovasz_softmax
@@ -123,7 +123,7 @@ class SegmentationModule(L.LightningModule):
             return True
         return self.training and self.global_step < self.cfg.optim.head_only_steps
 
-    def forward(self, batch: Batch) -> Tensor:
+    def forward(self, batch: PointBatch) -> Tensor:
         """Voxel logits ``[M, num_classes]``."""
         x = SparseTensor(batch.feats, batch.coords)
         if self.backbone_frozen():
@@ -136,7 +136,7 @@ class SegmentationModule(L.LightningModule):
             feats = self.student(x)
         return self.head(feats)
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+    def training_step(self, batch: PointBatch, batch_idx: int) -> Tensor | None:
         assert batch.labels is not None
         target = voxel_labels(batch.inverse, batch.labels, batch.coords.shape[0], self.num_classes, IGNORE)
         if not (target != IGNORE).any():
@@ -150,7 +150,7 @@ class SegmentationModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch.batch_size)
         return loss
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+    def validation_step(self, batch: PointBatch, batch_idx: int) -> None:
         self.update_confusion(batch)
 
     def on_validation_epoch_end(self) -> None:
@@ -159,7 +159,7 @@ class SegmentationModule(L.LightningModule):
         self.log("val/miou", float(miou) * 100)
         self.log("val/accuracy", acc * 100)
 
-    def update_confusion(self, batch: Batch) -> None:
+    def update_confusion(self, batch: PointBatch) -> None:
         """Predict voxels, map them back to the original points (inverse map), accumulate."""
         assert batch.labels is not None
         point_pred = self(batch).argmax(dim=1)[batch.inverse]
@@ -181,4 +181,4 @@ class SegmentationModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        return batch.to(device) if isinstance(batch, Batch) else batch
+        return batch.to(device) if isinstance(batch, PointBatch) else batch

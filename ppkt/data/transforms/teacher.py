@@ -1,0 +1,79 @@
+"""Teacher-feature transforms: attach a frame's cached teacher maps, and move them like the image."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ppkt.data.sample import PairedSample
+from ppkt.data.transforms.base import Transform
+from ppkt.data.types import FeatureStore
+from ppkt.errors import DataError
+
+
+class AttachCachedFeatures(Transform[PairedSample]):
+    """Give a sample read from frame ``sample.source`` that frame's cached teacher maps (``teacher_cache``)
+    and an identity ``view``; put it before the image transforms. A frame missing from the cache (or whose
+    files changed since) is a :class:`~ppkt.errors.DataError`: fill the cache first."""
+
+    def __init__(self, store: FeatureStore) -> None:
+        self.store = store
+
+    def __repr__(self) -> str:
+        return f"AttachCachedFeatures(root={str(self.store.root)!r})"
+
+    def apply(self, s: PairedSample) -> PairedSample:
+        if s.source is None:
+            raise ValueError(
+                f"sample {s.name!r} does not know its frame (source), so it has no cached features"
+            )
+        cached = self.store.load(s.source.folder, s.source.index)
+        if cached is None:
+            raise DataError(
+                f"{s.source.folder.root}: frame {s.source.name} is not in the teacher-feature cache "
+                f"{self.store.root} (or its files changed); run `ppkt cache-features` first"
+            )
+        s.teacher_cache = cached
+        s.view = torch.eye(3, dtype=torch.float64)
+        return s
+
+
+class CropCachedFeatures(Transform[PairedSample]):
+    """Turn the whole frame's cached teacher maps into the maps of the sample's (augmented) image.
+
+    For every teacher layer of stride ``s`` the output is ``[1, C, ceil(H / s), ceil(W / s)]`` for the
+    current image size ``(H, W)``: the centre of output cell ``j`` (image pixel ``(j + ½)s − ½``) is mapped
+    through ``view`` to the original frame, then to the cached map, and read with bilinear interpolation —
+    the same crop, resize and flip that moved the image and the pairing. A sample without a cache passes
+    through unchanged. Put it after the image transforms.
+    """
+
+    def apply(self, s: PairedSample) -> PairedSample:
+        cache = s.teacher_cache
+        if cache is None:
+            return s
+        if s.view is None:
+            raise ValueError(f"sample {s.name!r} has cached teacher features but no view transform")
+        H, W = s.images.shape[-2:]
+        Hf, Wf = cache.frame_size
+        Hc, Wc = cache.image_size
+        out = []
+        for fmap, stride in zip(cache.maps, cache.strides, strict=True):
+            ho, wo = -(-H // stride), -(-W // stride)
+            hc, wc = fmap.shape[-2:]
+            v, u = torch.meshgrid(
+                torch.arange(ho, dtype=torch.float64) * stride + (stride - 1) / 2,
+                torch.arange(wo, dtype=torch.float64) * stride + (stride - 1) / 2,
+                indexing="ij",
+            )
+            pix = torch.stack([u.reshape(-1), v.reshape(-1), torch.ones(u.numel(), dtype=torch.float64)])
+            uo, vo = (s.view @ pix)[:2]  # original-frame pixel coordinates
+            # original frame -> cache image pixels -> normalised coordinates of the map (extent wc*s, hc*s)
+            gx = ((uo + 0.5) * (Wc / Wf)) / (wc * stride) * 2 - 1
+            gy = ((vo + 0.5) * (Hc / Hf)) / (hc * stride) * 2 - 1
+            grid = torch.stack([gx, gy], dim=1).reshape(1, ho, wo, 2).float()
+            out.append(
+                F.grid_sample(fmap.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+            )
+        s.teacher_feats, s.teacher_cache = out, None
+        return s
