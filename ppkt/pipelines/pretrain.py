@@ -12,7 +12,7 @@ import lightning as L
 
 from ppkt.config import PretrainConfig
 from ppkt.errors import DataError, WeightsError
-from ppkt.models.state import state_dict_mismatch
+from ppkt.models.state import check_state_dict
 from ppkt.pipelines.cache_features import fill_feature_cache
 from ppkt.pipelines.report import pretraining_panels, save_panels
 from ppkt.training.common import (
@@ -69,14 +69,16 @@ def check_resume(resume: str | None, out: Path, module: L.LightningModule) -> st
     ckpt = read_checkpoint(path)
     if "optimizer_states" not in ckpt:
         raise WeightsError(f"{path}: not a Lightning training checkpoint (no optimizer state)")
-    missing, unexpected, shapes = state_dict_mismatch(ckpt["state_dict"], module.state_dict(), "checkpoint")
-    if missing or unexpected or shapes:
-        raise WeightsError(
-            f"{path}: does not match this config's networks (not a ppkt pretrain checkpoint, or made with "
-            f"another teacher/upl/student/data.features; resume with the config.yaml of its run): "
-            f"{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}, "
-            f"{len(shapes)} shape mismatches {shapes[:3]}"
-        )
+    check_state_dict(
+        ckpt["state_dict"],
+        module.state_dict(),
+        what=str(path),
+        target="this config's networks",
+        hint=" (not a ppkt pretrain checkpoint, or made with another teacher/upl/student/data.features; "
+        "resume with the config.yaml of its run)",
+        show=3,
+        source="checkpoint",
+    )
     return str(path)
 
 

@@ -19,6 +19,7 @@ from ppkt.data.segmentation import voxel_labels
 from ppkt.errors import WeightsError
 from ppkt.losses.lovasz import lovasz_softmax
 from ppkt.models.heads import SegmentationHead
+from ppkt.models.state import check_state_dict
 from ppkt.models.student import build_student
 from ppkt.sparse import SparseTensor
 from ppkt.training.common import read_checkpoint
@@ -106,10 +107,13 @@ class SegmentationModule(L.LightningModule):
                 f"{self.cfg.data.voxel_size}: its filters see another scale",
                 stacklevel=2,
             )
-        try:
-            self.student.load_state_dict(weights, strict=True)
-        except RuntimeError as e:
-            raise WeightsError(f"{path}: student weights do not fit this model: {e}") from e
+        check_state_dict(
+            weights,
+            self.student.state_dict(),
+            what=f"{path}: the pretrained student",
+            target=f"student.name={self.cfg.student.name!r} on data.features={list(self.cfg.data.features)}",
+        )
+        self.student.load_state_dict(weights, strict=True)
 
     def train(self, mode: bool = True) -> SegmentationModule:
         super().train(mode)

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ppkt.errors import WeightsError
-from ppkt.models.state import state_dict_mismatch
+from ppkt.models.state import check_state_dict
 
 __all__ = ["Teacher", "load_weights", "select_layers"]
 
@@ -102,17 +102,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise WeightsError(f"weights file {path} does not hold a state dict of tensors")
     state = dict(obj)
-    missing, unexpected, bad = state_dict_mismatch(state, model.state_dict())
-    if missing or unexpected:
-        raise WeightsError(
-            f"weights file {path} does not match {type(model).__name__}: "
-            f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}"
-        )
-    if bad:
-        raise WeightsError(f"weights file {path} has wrong tensor shapes: {bad[:5]}")
-    nonfinite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if nonfinite:
-        raise WeightsError(f"weights file {path} has non-finite values in {nonfinite[:5]}")
+    check_state_dict(state, model.state_dict(), what=f"weights file {path}", target=type(model).__name__)
     model.load_state_dict(state, strict=True)
     return model
 

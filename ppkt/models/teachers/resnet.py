@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ppkt.errors import WeightsError
+from ppkt.models.state import check_state_dict
 from ppkt.models.teachers.base import Teacher, select_layers
 
 __all__ = [
@@ -319,30 +320,16 @@ def load_resnet_weights(model: ResNet, path: str | os.PathLike[str]) -> ResNet:
             state[k] = v.clone()
     fc_keys = {"fc.weight", "fc.bias"}
     has_fc = bool(fc_keys & set(state))
-    required = set(expected) if has_fc else set(expected) - fc_keys
-    missing = sorted(required - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        guess = _guess_arch(state)
-        hint = f"; the file looks like a {guess}" if guess and guess != model.arch else ""
-        raise WeightsError(
-            f"weights file {path} ({fmt}) does not match {model.arch}{hint}: "
-            f"{len(missing)} missing keys {missing[:8]}, {len(unexpected)} unexpected keys {unexpected[:8]}"
-        )
-    bad = [
-        f"{k}: file {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-        for k, v in state.items()
-        if tuple(v.shape) != tuple(expected[k].shape)
-    ]
-    if bad:
-        guess = _guess_arch(state)
-        hint = f" (the file looks like a {guess})" if guess and guess != model.arch else ""
-        raise WeightsError(
-            f"weights file {path} ({fmt}) has wrong tensor shapes for {model.arch}{hint}: {bad[:5]}"
-        )
-    nonfinite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if nonfinite:
-        raise WeightsError(f"weights file {path} has non-finite values in {nonfinite[:5]}")
+    guess = _guess_arch(state)
+    check_state_dict(
+        state,
+        expected,
+        what=f"weights file {path} ({fmt})",
+        target=model.arch,
+        optional=None if has_fc else fc_keys.__contains__,
+        hint=f"; the file looks like a {guess}" if guess and guess != model.arch else "",
+        show=8,
+    )
     model.load_state_dict(state, strict=has_fc)
     model.has_classifier = has_fc
     return model
