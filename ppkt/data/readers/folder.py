@@ -28,6 +28,7 @@ import numpy as np
 from ppkt.data.io.files import natural_key
 from ppkt.data.io.images import read_color, read_uint16
 from ppkt.data.io.matrices import check_principal_point, read_intrinsics, read_pose
+from ppkt.data.readers.base import SceneReader, list_scene_folders
 from ppkt.data.types import Frame
 from ppkt.errors import ConfigError, DataError
 
@@ -104,7 +105,7 @@ def _resolve_layout(layout: FolderLayout | str) -> FolderLayout:
     return LAYOUTS[layout]
 
 
-class RGBDFolder:
+class RGBDFolder(SceneReader):
     """The frames of one scene folder (see the module docstring for the layout).
 
     Args:
@@ -131,15 +132,6 @@ class RGBDFolder:
             if name and path.is_file():
                 names.append(name)
         return sorted(names, key=natural_key)
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def __getitem__(self, i: int) -> Frame:
-        return self.read(i)
-
-    def __repr__(self) -> str:
-        return f"RGBDFolder({str(self.root)!r}, frames={len(self.frames)})"
 
     @property
     def K(self) -> np.ndarray:
@@ -185,11 +177,8 @@ class RGBDFolder:
         depth[invalid] = 0.0
         return depth
 
-    def read(self, i: int) -> Frame:
-        """Read and validate frame ``i`` (raises :class:`DataError` naming the file on any problem)."""
-        if not -len(self.frames) <= i < len(self.frames):
-            raise IndexError(f"frame index {i} out of range for {len(self.frames)} frames in {self.root}")
-        name = self.frames[i]
+    def _read_frame(self, name: str) -> Frame:
+        """Read frame ``name`` (the checks of :func:`~ppkt.data.readers.base.check_frame` follow)."""
         lay = self.layout
         K = self.K
         color_path = self.color_path(name)
@@ -198,10 +187,6 @@ class RGBDFolder:
         check_principal_point(K, (H, W), self.root / lay.intrinsics, color_path)
         depth_path = self.path(lay.depth, name)
         depth = self.read_depth(depth_path)
-        if depth.shape != (H, W):
-            raise DataError(f"{depth_path}: depth shape {depth.shape} does not match color image {(H, W)}")
-        if not np.any(depth > 0):
-            raise DataError(f"{depth_path}: frame has no valid depth (every pixel is invalid)")
         pose_path = self.path(lay.pose, name)
         pose = read_pose(pose_path)
         frame = Frame(
@@ -221,27 +206,12 @@ class RGBDFolder:
             path = self.path(pattern, name)
             if not path.is_file():
                 continue
-            arr = read_uint16(path, attr)
-            if arr.shape != (H, W):
-                raise DataError(f"{path}: {attr} shape {arr.shape} does not match color image {(H, W)}")
-            setattr(frame, attr, arr.astype(np.int64))
+            setattr(frame, attr, read_uint16(path, attr).astype(np.int64))
             setattr(frame, f"{attr}_path", path)
         return frame
 
 
 def list_scenes(root: str | Path, layout: FolderLayout | str = "generic") -> list[Path]:
-    """Scene folders of a dataset root, naturally sorted.
-
-    A folder that itself contains the layout's intrinsics file is a single scene; otherwise its immediate
-    sub-folders that contain one are the scenes.
-    """
-    lay = _resolve_layout(layout)
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: dataset folder does not exist")
-    if (root / lay.intrinsics).is_file():
-        return [root]
-    scenes = [d for d in root.iterdir() if d.is_dir() and (d / lay.intrinsics).is_file()]
-    if not scenes:
-        raise DataError(f"{root}: no scene folders found (no folder contains {lay.intrinsics!r})")
-    return sorted(scenes, key=lambda d: natural_key(d.name))
+    """Scene folders of a dataset root, naturally sorted: a folder that itself contains the layout's
+    intrinsics file is a single scene; otherwise its immediate sub-folders that contain one are the scenes."""
+    return list_scene_folders(root, _resolve_layout(layout).intrinsics)

@@ -40,6 +40,7 @@ from ppkt.data.io.files import natural_key
 from ppkt.data.io.images import read_color, read_uint16
 from ppkt.data.io.matrices import check_principal_point, read_intrinsics, read_pose
 from ppkt.data.io.ply import read_ply_vertices
+from ppkt.data.readers.base import SceneReader, list_scene_folders
 from ppkt.data.readers.color_registration import (
     SamplingTable,
     _registration_grid,
@@ -130,7 +131,7 @@ def _non_finite_pose(path: Path) -> bool:
 MAX_OUTSIDE_COLOR = 0.1
 
 
-class ScanNetScene:
+class ScanNetScene(SceneReader):
     """The frames of one ScanNet scene folder (see the module docstring for the layout).
 
     Args:
@@ -176,15 +177,6 @@ class ScanNetScene:
             raise DataError(f"{self.root}: no frames left, all {len(names)} poses are non-finite")
         return frames
 
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def __getitem__(self, i: int) -> Frame:
-        return self.read(i)
-
-    def __repr__(self) -> str:
-        return f"ScanNetScene({str(self.root)!r}, frames={len(self.frames)})"
-
     def depth_path(self, name: str) -> Path:
         return self.root / "depth" / f"{name}.png"
 
@@ -225,15 +217,12 @@ class ScanNetScene:
         """The mesh and mesh-label PLY files (whether or not they exist; cache recipes fingerprint them)."""
         return [self.mesh_path(), self.labels_path()]
 
-    def read(self, i: int) -> Frame:
-        """Read frame ``i`` with its colour registered to the depth image (DataError naming the file)."""
-        if not -len(self.frames) <= i < len(self.frames):
-            raise IndexError(f"frame index {i} out of range for {len(self.frames)} frames in {self.root}")
-        name = self.frames[i]
+    def _read_frame(self, name: str) -> Frame:
+        """Read frame ``name`` with its colour registered to the depth image (DataError naming the file)."""
         depth_path = self.depth_path(name)
         raw = read_uint16(depth_path, "depth")
         depth = raw.astype(np.float32) / np.float32(DEPTH_SCALE)
-        if not np.any(raw > 0):
+        if not np.any(raw > 0):  # before the colour is registered (checked again after, like every frame)
             raise DataError(f"{depth_path}: frame has no valid depth (every pixel is invalid)")
         check_principal_point(self.K_depth, depth.shape, self.root / INTRINSIC_DEPTH, depth_path)
         color_path = self.color_path(name)
@@ -318,15 +307,7 @@ class ScanNetScene:
 def list_scannet_scenes(root: str | Path) -> list[Path]:
     """ScanNet scene folders of ``root``, naturally sorted: ``root`` itself when it holds
     ``intrinsic/intrinsic_depth.txt``, else its sub-folders that do."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: dataset folder does not exist")
-    if (root / INTRINSIC_DEPTH).is_file():
-        return [root]
-    scenes = [d for d in root.iterdir() if d.is_dir() and (d / INTRINSIC_DEPTH).is_file()]
-    if not scenes:
-        raise DataError(f"{root}: no ScanNet scene folders found (no folder contains {INTRINSIC_DEPTH!r})")
-    return sorted(scenes, key=lambda d: natural_key(d.name))
+    return list_scene_folders(root, INTRINSIC_DEPTH, "ScanNet scene")
 
 
 def open_scannet(root: str | Path) -> list[ScanNetScene]:

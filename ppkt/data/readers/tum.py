@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ppkt.data.io.files import natural_key
 from ppkt.data.io.images import read_color, read_uint16
 from ppkt.data.io.matrices import check_principal_point, read_intrinsics
+from ppkt.data.readers.base import SceneReader, list_scene_folders
 from ppkt.data.types import Frame
 from ppkt.errors import ConfigError, DataError
 
@@ -178,7 +178,7 @@ class _Assoc:
     pose_index: int
 
 
-class TUMScene:
+class TUMScene(SceneReader):
     """The frames of one TUM RGB-D sequence folder (see the module docstring).
 
     Args:
@@ -245,15 +245,6 @@ class TUMScene:
                 f"{self.root}: no depth frame has a colour image and a pose within {self.tolerance} s"
             )
 
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def __getitem__(self, i: int) -> Frame:
-        return self.read(i)
-
-    def __repr__(self) -> str:
-        return f"TUMScene({str(self.root)!r}, frames={len(self.frames)})"
-
     def association(self, name: str) -> tuple[Path, Path, float]:
         """``(depth image, colour image, ground-truth timestamp)`` of frame ``name``."""
         if name not in self._assoc:
@@ -276,11 +267,8 @@ class TUMScene:
             "intrinsics": self.intrinsics_source,
         }
 
-    def read(self, i: int) -> Frame:
-        """Read frame ``i`` (raises :class:`DataError` naming the file on any problem)."""
-        if not -len(self.frames) <= i < len(self.frames):
-            raise IndexError(f"frame index {i} out of range for {len(self.frames)} frames in {self.root}")
-        name = self.frames[i]
+    def _read_frame(self, name: str) -> Frame:
+        """Read frame ``name`` (the checks of :func:`~ppkt.data.readers.base.check_frame` follow)."""
         a = self._assoc[name]
         color = read_color(a.color)
         where = (
@@ -290,12 +278,6 @@ class TUMScene:
         )
         check_principal_point(self.K, color.shape[:2], where, a.color)
         raw = read_uint16(a.depth, "depth")
-        if raw.shape != color.shape[:2]:
-            raise DataError(
-                f"{a.depth}: depth shape {raw.shape} does not match color image {color.shape[:2]}"
-            )
-        if not np.any(raw > 0):
-            raise DataError(f"{a.depth}: frame has no valid depth (every pixel is invalid)")
         depth = raw.astype(np.float32) / np.float32(self.depth_scale)
         return Frame(
             self.scene,
@@ -313,15 +295,7 @@ class TUMScene:
 def list_tum_sequences(root: str | Path) -> list[Path]:
     """TUM sequence folders of ``root``, naturally sorted: ``root`` itself when it holds ``rgb.txt``, else
     its sub-folders that do."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: dataset folder does not exist")
-    if (root / "rgb.txt").is_file():
-        return [root]
-    seqs = [d for d in root.iterdir() if d.is_dir() and (d / "rgb.txt").is_file()]
-    if not seqs:
-        raise DataError(f"{root}: no TUM sequence folders found (no folder contains 'rgb.txt')")
-    return sorted(seqs, key=lambda d: natural_key(d.name))
+    return list_scene_folders(root, "rgb.txt", "TUM sequence")
 
 
 def open_tum(root: str | Path) -> list[TUMScene]:
