@@ -3,7 +3,7 @@ step, against spconv (and Open3D) when those are importable. See ``BENCHMARKS.md
 
 * :mod:`ppkt.bench.timing` — warm-up + repeated timed runs → median, IQR, min, max, n, threads;
 * :mod:`ppkt.bench.flops` — useful conv FLOPs read from the kernel maps;
-* :mod:`ppkt.models.student.spconv_backend` — spconv import work-arounds and a weight-sharing spconv U-Net;
+* :mod:`ppkt.sparse.spconv` — spconv import work-arounds and the spconv backend of ppkt's convs;
 * :mod:`ppkt.bench.cases` — one function per case; :mod:`ppkt.bench.runner` — runs them, writes
   ``bench.json``, prints a table; :mod:`ppkt.bench.memory` — the peak-RSS subprocess.
 """

@@ -8,6 +8,7 @@ are :func:`~ppkt.bench.timing.time_fn` dicts (``median_s``, ``iqr_s``, ``min_s``
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -25,14 +26,8 @@ from torch import Tensor
 from ppkt.bench.flops import TRAIN_STEP_FACTOR, count_conv_flops
 from ppkt.bench.timing import num_threads, time_fn
 from ppkt.models.student import SparseUNet, build_student
-from ppkt.models.student.spconv_backend import (
-    SpconvUNet,
-    align_coords,
-    import_spconv,
-    spconv_like,
-    to_spconv_indices,
-)
-from ppkt.sparse import SparseTensor, SubMConv3d
+from ppkt.sparse import SparseTensor, SubMConv3d, set_backend
+from ppkt.sparse.spconv import import_spconv
 
 
 @dataclass(frozen=True)
@@ -226,7 +221,7 @@ def _unet_input(ctx: BenchContext) -> tuple[Tensor, Tensor, dict[str, Any]]:
         s = ctx.sizes
         if s.unet_frames > 0:
             batch = load_pretrain_batches(_default_pretrain_config(), s.unet_frames, 1)[0]
-            coords, feats = align_coords(batch.coords), batch.feats
+            coords, feats = batch.coords, batch.feats
             desc: dict[str, Any] = {
                 "source": f"{s.unet_frames} frames of the default pretraining data (training transform)"
             }
@@ -344,29 +339,28 @@ def _layer_config(ctx: BenchContext, sp: Any, why: str | None, coords: Tensor, c
         return res
     try:
         with num_threads(one):
-            sconv = spconv_like(sp, conv, "bench")
-            idx, shape, bs = to_spconv_indices(coords)
+            sconv = set_backend(copy.deepcopy(conv), "spconv")  # the same weights, run by spconv
             sfeats = feats.clone().requires_grad_(True)
-            xs = sp.SparseConvTensor(sfeats, idx, shape, bs)
-            conv.weight.grad = None
-            y = sconv(xs).features  # builds and caches the pairs in xs
+            xs = SparseTensor(sfeats, coords)
+            sconv.weight.grad = None
+            y = sconv(xs).feats  # builds and caches spconv's pairs in xs's cache
             y.backward(grad_out)
-            assert sfeats.grad is not None and conv.weight.grad is not None
+            assert sfeats.grad is not None and sconv.weight.grad is not None
             res["max_abs_diff"] = float((y.detach() - ref_out.detach()).abs().max())
             res["max_abs_diff_grad_input"] = float((sfeats.grad - ref_gin).abs().max())
             res["max_rel_diff_grad_weight"] = float(
-                (conv.weight.grad - ref_gw).abs().max() / ref_gw.abs().max().clamp_min(1e-30)
+                (sconv.weight.grad - ref_gw).abs().max() / ref_gw.abs().max().clamp_min(1e-30)
             )
 
             def szero() -> None:
                 sfeats.grad = None
-                conv.weight.grad = None
+                sconv.weight.grad = None
 
             def sstep() -> None:
-                sconv(xs).features.backward(grad_out)
+                sconv(xs).feats.backward(grad_out)
 
             def sstep_fresh() -> None:
-                sconv(sp.SparseConvTensor(sfeats, idx, shape, bs)).features.backward(grad_out)
+                sconv(SparseTensor(sfeats, coords)).feats.backward(grad_out)
 
             res["spconv" + suffix] = ctx.time(sstep, szero)
             res["spconv_with_kmap" + suffix] = ctx.time(sstep_fresh, szero)
@@ -423,16 +417,16 @@ def case_unet_step(ctx: BenchContext) -> dict[str, Any]:
         return res
     try:
         with num_threads(1 if not ctx.cuda else None):
-            mirror = SpconvUNet(net, sp)
+            mirror = set_backend(copy.deepcopy(net), "spconv")  # the same weights, run by spconv
             with torch.no_grad():
                 a = net(SparseTensor(feats, coords))
-                b = mirror(mirror.make_input(feats, coords))
+                b = mirror(SparseTensor(feats, coords))
             res["max_abs_diff"] = float((a - b).abs().max())
             res["max_abs_output"] = float(a.abs().max())
 
             def sstep() -> None:
-                net.zero_grad(set_to_none=True)
-                mirror(mirror.make_input(feats, coords)).sum().backward()
+                mirror.zero_grad(set_to_none=True)
+                mirror(SparseTensor(feats, coords)).sum().backward()
 
             res["spconv" + suffix] = ctx.time(sstep)
         res["ratio_vs_spconv"] = _ratio(res["ppkt" + suffix], res["spconv" + suffix])

@@ -17,7 +17,7 @@ import torch
 from ppkt.bench.cases import CASES, SIZES, BenchContext
 from ppkt.bench.timing import num_threads
 from ppkt.errors import ConfigError
-from ppkt.models.student.spconv_backend import spconv_version
+from ppkt.sparse.spconv import spconv_version
 
 
 def device_name(device: torch.device) -> str:
