@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ppkt.bench import TRAIN_STEP_FACTOR, count_conv_flops, summarize, time_fn
-from ppkt.bench.cases import surface_cloud
+from ppkt.bench.inputs import surface_cloud
 from ppkt.bench.runner import parse_cases
 from ppkt.cli.main import main
 from ppkt.errors import ConfigError
