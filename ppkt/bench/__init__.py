@@ -3,9 +3,11 @@ step, against spconv (and Open3D) when those are importable. See ``BENCHMARKS.md
 
 * :mod:`ppkt.bench.timing` — warm-up + repeated timed runs → median, IQR, min, max, n, threads;
 * :mod:`ppkt.bench.flops` — useful conv FLOPs read from the kernel maps;
-* :mod:`ppkt.models.student.spconv_backend` — spconv import work-arounds and a weight-sharing spconv U-Net;
-* :mod:`ppkt.bench.cases` — one function per case; :mod:`ppkt.bench.runner` — runs them, writes
-  ``bench.json``, prints a table; :mod:`ppkt.bench.memory` — the peak-RSS subprocess.
+* :mod:`ppkt.sparse.spconv` — spconv import work-arounds and the spconv backend of ppkt's convs;
+* :mod:`ppkt.bench.context` — problem sizes and the context shared by the cases of a run;
+  :mod:`ppkt.bench.inputs` — their inputs (synthetic cloud, pretraining batches);
+* :mod:`ppkt.bench.cases` — one module per case, and ``CASES``; :mod:`ppkt.bench.runner` — runs them,
+  writes ``bench.json``, prints a table; :mod:`ppkt.bench.memory` — the peak-RSS subprocess.
 """
 
 from ppkt.bench.flops import TRAIN_STEP_FACTOR, conv_pairs, count_conv_flops

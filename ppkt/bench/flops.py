@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from ppkt.sparse import SparseConv3d, SparseInverseConv3d, SparseTensor, SubMConv3d
+from ppkt.sparse import SparseConv3d, SparseConvModule, SparseInverseConv3d, SparseTensor, SubMConv3d
 
 #: forward + grad-input + grad-weight, each ``2 · P · Cin · Cout``
 TRAIN_STEP_FACTOR = 3
@@ -21,7 +21,9 @@ TRAIN_STEP_FACTOR = 3
 
 def conv_pairs(module: nn.Module, x: SparseTensor) -> int:
     """Number of (input, output) pairs the sparse conv ``module`` uses on its input ``x`` (from the cache;
-    the map must exist, i.e. the module has run on ``x``)."""
+    the map must exist, i.e. the module has run on ``x`` with the ``torch`` backend)."""
+    if isinstance(module, SparseConvModule) and module.backend != "torch":
+        raise ValueError(f"conv_pairs reads the torch backend's kernel maps, not {module.backend}'s")
     if isinstance(module, SubMConv3d):
         if module.kernel_size == 1:
             return x.num_points

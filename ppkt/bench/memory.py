@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from ppkt.bench.inputs import default_pretrain_config, load_pretrain_batches
+
 
 def _status_mib(field: str) -> float | None:
     try:
@@ -46,7 +48,6 @@ def _maxrss_mib() -> float:
 
 
 def measure(frames: int, device: str, threads: int | None) -> dict[str, Any]:
-    from ppkt.bench.cases import _default_pretrain_config, load_pretrain_batches
     from ppkt.training.data import num_input_features
     from ppkt.training.optim import build_optimizer, trainable
     from ppkt.training.pretrain_module import PPKTPretrainModule
@@ -54,7 +55,7 @@ def measure(frames: int, device: str, threads: int | None) -> dict[str, Any]:
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device)
-    cfg = _default_pretrain_config()
+    cfg = default_pretrain_config()
     torch.manual_seed(0)
     module = PPKTPretrainModule.from_config(cfg, num_input_features(cfg.data.features)).to(dev).train()
     o = cfg.optim

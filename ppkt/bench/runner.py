@@ -14,10 +14,11 @@ from typing import Any
 
 import torch
 
-from ppkt.bench.cases import CASES, SIZES, BenchContext
+from ppkt.bench.cases import CASES
+from ppkt.bench.context import SIZES, BenchContext
 from ppkt.bench.timing import num_threads
 from ppkt.errors import ConfigError
-from ppkt.models.student.spconv_backend import spconv_version
+from ppkt.sparse.spconv import spconv_version
 
 
 def device_name(device: torch.device) -> str:
@@ -60,7 +61,7 @@ def run_bench(
 
     ``threads``: torch intra-op threads for ppkt (default: the current ``torch.get_num_threads()``);
     ``device``: ``cpu`` or ``cuda`` (default: ``cuda`` when available); ``sizes``: a preset of
-    :data:`~ppkt.bench.cases.SIZES` (default ``quick`` with ``quick`` else ``full``). A case that raises
+    :data:`~ppkt.bench.context.SIZES` (default ``quick`` with ``quick`` else ``full``). A case that raises
     is recorded as ``{"error": "..."}`` and the others still run.
     """
     names = parse_cases(cases)

@@ -20,18 +20,39 @@ Equivalently, for a dense grid indexed ``[B, C, Z, Y, X]``:
 Compute: per kernel offset gather -> matmul -> ``index_add_`` (the submanifold centre is a plain matmul),
 inside a custom autograd function whose backward does the transposed gathers/scatters, so only the input
 features and weights are kept for backward.
+
+Backends
+--------
+Every conv has a ``backend`` attribute, one of :data:`BACKENDS`: ``"torch"`` (default; the pure-PyTorch
+compute above) or ``"spconv"`` (spconv 2.x, :mod:`ppkt.sparse.spconv`), chosen per convolution and changed
+with :func:`set_backend`. Both use the same parameters, give the same outputs (same rows, same order) and
+accept each other's state dicts; a 1×1×1 submanifold conv is a plain matmul on both.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from ppkt.sparse.kernel_map import KernelMap
+from ppkt.sparse.spconv import spconv_conv
 from ppkt.sparse.tensor import SparseTensor
+
+#: sparse-conv backends: ``torch`` (ours, pure PyTorch, CPU and CUDA) or ``spconv`` (spconv 2.x, for CUDA
+#: users); same parameters and state dict, so checkpoints move between backends
+BACKENDS = ("torch", "spconv")
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def check_backend(name: str) -> str:
+    """``name`` if it is one of :data:`BACKENDS`, else ``ValueError``."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown sparse-conv backend {name!r}; choose one of {list(BACKENDS)}")
+    return name
 
 
 class _SparseConvFunction(torch.autograd.Function):
@@ -101,8 +122,12 @@ def apply_kernel_map(feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
     return out
 
 
-class _SparseConvBase(nn.Module):
-    """Holds the ``[Cout, k, k, k, Cin]`` weight and optional ``[Cout]`` bias; spconv-style init."""
+class SparseConvModule(nn.Module):
+    """Base of the sparse convs: holds the ``[Cout, k, k, k, Cin]`` weight, the optional ``[Cout]`` bias
+    (spconv-style init) and the ``backend``; ``forward`` runs the conv on that backend, then adds the bias."""
+
+    #: ``"subm"``, ``"down"`` or ``"up"``
+    kind: ClassVar[str]
 
     def __init__(
         self,
@@ -114,6 +139,7 @@ class _SparseConvBase(nn.Module):
         bias: bool,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        backend: str = "torch",
     ) -> None:
         super().__init__()
         if in_channels < 1 or out_channels < 1 or kernel_size < 1 or stride < 1 or padding < 0:
@@ -126,6 +152,7 @@ class _SparseConvBase(nn.Module):
         self.kernel_size = kernel_size
         self.stride = stride
         self.padding = padding
+        self.backend = check_backend(backend)
         k = kernel_size
         self.weight = nn.Parameter(
             torch.empty(out_channels, k, k, k, in_channels, device=device, dtype=dtype)
@@ -145,14 +172,29 @@ class _SparseConvBase(nn.Module):
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
 
-    def _finish(self, out: Tensor) -> Tensor:
-        return out if self.bias is None else out + self.bias.to(out.dtype)
-
-    def _check_input(self, x: SparseTensor) -> None:
+    def forward(self, x: SparseTensor) -> SparseTensor:
         if x.num_channels != self.in_channels:
             raise ValueError(
                 f"{type(self).__name__}: expected {self.in_channels} channels, got {x.num_channels}"
             )
+        if check_backend(self.backend) == "spconv" and not self._pointwise:
+            k, s, p = self.kernel_size, self.stride, self.padding
+            feats, stride = spconv_conv(x, self.weight, self.kind, k, s, p)
+        else:
+            feats, stride = self._torch_conv(x)
+        if self.bias is not None:
+            feats = feats + self.bias.to(feats.dtype)
+        if stride == x.stride:
+            return x.replace_feats(feats)
+        return SparseTensor(feats, x.cache.coords(stride), stride, x.cache)
+
+    @property
+    def _pointwise(self) -> bool:
+        return self.kind == "subm" and self.kernel_size == 1
+
+    def _torch_conv(self, x: SparseTensor) -> tuple[Tensor, int]:
+        """The ``torch`` backend: output features ``[M_out, Cout]`` without bias, and their tensor-stride."""
+        raise NotImplementedError
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"
@@ -160,11 +202,23 @@ class _SparseConvBase(nn.Module):
             s += f", stride={self.stride}"
         if self.padding:
             s += f", padding={self.padding}"
-        return s + f", bias={self.bias is not None}"
+        s += f", bias={self.bias is not None}"
+        return s if self.backend == "torch" else s + f", backend={self.backend}"
 
 
-class SubMConv3d(_SparseConvBase):
+def set_backend(module: ModuleT, backend: str) -> ModuleT:
+    """Set the ``backend`` (one of :data:`BACKENDS`) of every sparse conv in ``module``, and return it."""
+    check_backend(backend)
+    for m in module.modules():
+        if isinstance(m, SparseConvModule):
+            m.backend = backend
+    return module
+
+
+class SubMConv3d(SparseConvModule):
     """Submanifold conv: output sites = input sites (same order); odd ``kernel_size``, centred."""
+
+    kind = "subm"
 
     def __init__(
         self,
@@ -174,27 +228,30 @@ class SubMConv3d(_SparseConvBase):
         bias: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        backend: str = "torch",
     ) -> None:
         if kernel_size % 2 == 0:
             raise ValueError(f"SubMConv3d needs an odd kernel_size, got {kernel_size}")
-        super().__init__(in_channels, out_channels, kernel_size, 1, kernel_size // 2, bias, device, dtype)
+        k = kernel_size
+        super().__init__(in_channels, out_channels, k, 1, k // 2, bias, device, dtype, backend)
 
-    def forward(self, x: SparseTensor) -> SparseTensor:
-        self._check_input(x)
+    def _torch_conv(self, x: SparseTensor) -> tuple[Tensor, int]:
         if self.kernel_size == 1:
             w = self.weight.reshape(self.out_channels, self.in_channels)
-            out = x.feats @ w.t().to(x.feats.dtype)
-        else:
-            out = apply_kernel_map(x.feats, self.weight, x.cache.submanifold(x.stride, self.kernel_size))
-        return x.replace_feats(self._finish(out))
+            return x.feats @ w.t().to(x.feats.dtype), x.stride
+        kmap = x.cache.submanifold(x.stride, self.kernel_size)
+        return apply_kernel_map(x.feats, self.weight, kmap), x.stride
 
 
-class SparseConv3d(_SparseConvBase):
+class SparseConv3d(SparseConvModule):
     """Strided (down-sampling) conv; output sites = every site of stride ``stride * s`` touched by an input.
 
-    Output coordinates are sorted by ``(batch, x, y, z)``. ``kernel_size == stride`` (``padding=0``) gives
-    non-overlapping cells; e.g. ``kernel_size=3, stride=2, padding=1`` is also supported.
+    Output coordinates are sorted by ``(batch, x, y, z)`` (``torch`` backend; spconv's own order with
+    ``spconv``). ``kernel_size == stride`` (``padding=0``) gives non-overlapping cells; e.g.
+    ``kernel_size=3, stride=2, padding=1`` is also supported.
     """
+
+    kind = "down"
 
     def __init__(
         self,
@@ -206,25 +263,26 @@ class SparseConv3d(_SparseConvBase):
         bias: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        backend: str = "torch",
     ) -> None:
         if stride < 2:
             raise ValueError(f"SparseConv3d needs stride >= 2 (use SubMConv3d at stride 1), got {stride}")
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias, device, dtype)
+        k, s, p = kernel_size, stride, padding
+        super().__init__(in_channels, out_channels, k, s, p, bias, device, dtype, backend)
 
-    def forward(self, x: SparseTensor) -> SparseTensor:
-        self._check_input(x)
+    def _torch_conv(self, x: SparseTensor) -> tuple[Tensor, int]:
         kmap = x.cache.downsample(x.stride, self.kernel_size, self.stride, self.padding)
-        out = self._finish(apply_kernel_map(x.feats, self.weight, kmap))
-        stride = x.stride * self.stride
-        return SparseTensor(out, x.cache.coords(stride), stride, x.cache)
+        return apply_kernel_map(x.feats, self.weight, kmap), x.stride * self.stride
 
 
-class SparseInverseConv3d(_SparseConvBase):
+class SparseInverseConv3d(SparseConvModule):
     """Transposed (up-sampling) conv back to **exactly** the sites (and order) of the finer level.
 
-    Uses the cached map of the :class:`SparseConv3d` with the same ``kernel_size``/``stride``/``padding``
-    that produced the input's level, transposed; raises ``ValueError`` if there is none.
+    Uses the map of the :class:`SparseConv3d` with the same ``kernel_size``/``stride``/``padding`` (and
+    backend) that produced the input's level, transposed; raises ``ValueError`` if there is none.
     """
+
+    kind = "up"
 
     def __init__(
         self,
@@ -236,13 +294,13 @@ class SparseInverseConv3d(_SparseConvBase):
         bias: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        backend: str = "torch",
     ) -> None:
         if stride < 2:
             raise ValueError(f"SparseInverseConv3d needs stride >= 2, got {stride}")
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias, device, dtype)
+        k, s, p = kernel_size, stride, padding
+        super().__init__(in_channels, out_channels, k, s, p, bias, device, dtype, backend)
 
-    def forward(self, x: SparseTensor) -> SparseTensor:
-        self._check_input(x)
+    def _torch_conv(self, x: SparseTensor) -> tuple[Tensor, int]:
         kmap, fine = x.cache.upsample(x.stride, self.kernel_size, self.stride, self.padding)
-        out = self._finish(apply_kernel_map(x.feats, self.weight, kmap))
-        return SparseTensor(out, x.cache.coords(fine), fine, x.cache)
+        return apply_kernel_map(x.feats, self.weight, kmap), fine

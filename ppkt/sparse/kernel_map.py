@@ -28,13 +28,15 @@ matching the weight layout ``[Cout, kz, ky, kx, Cin]`` of :mod:`ppkt.sparse.conv
 keys and ``torch.searchsorted`` (a Python loop runs over kernel offsets only, never over points).
 :class:`KernelMapCache` builds every map once per (level, kind, kernel size, stride, padding) and is shared
 by all :class:`~ppkt.sparse.tensor.SparseTensor` derived from the same input; ``build_counts`` records how
-often each map was built (always 1 when reuse works).
+often each map was built (always 1 when reuse works). The cache is also where another backend keeps its
+per-input state (``backend_state``, e.g. :mod:`ppkt.sparse.spconv`'s indices and index pairs).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -139,6 +141,7 @@ class KernelMapCache:
 
     Levels are identified by their tensor-stride. Maps are keyed ``(kind, stride, kernel, conv_stride,
     padding)`` with ``kind`` in ``{"subm", "down"}``; the up-sampling map is the cached down map transposed.
+    ``backend_state``: per-input state of other sparse-conv backends, keyed by backend name.
     """
 
     def __init__(self) -> None:
@@ -146,6 +149,7 @@ class KernelMapCache:
         self._maps: dict[MapKey, KernelMap] = {}
         self._level_source: dict[int, MapKey] = {}
         self.build_counts: Counter[MapKey] = Counter()
+        self.backend_state: dict[str, Any] = {}
 
     @property
     def num_builds(self) -> int:

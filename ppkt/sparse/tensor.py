@@ -1,4 +1,4 @@
-"""The :class:`SparseTensor` container of the pure-PyTorch sparse backend.
+"""The :class:`SparseTensor` container of :mod:`ppkt.sparse` (both conv backends).
 
 A sparse tensor is a feature matrix ``feats`` float ``[M, C]`` attached to int32 coordinates ``coords``
 ``[M, 4]`` rows ``(batch, x, y, z)``, unique per row, at tensor-stride ``stride`` (1 for the input).

@@ -1,23 +1,93 @@
-"""Optimisers and learning-rate schedules shared by pretraining and fine-tuning."""
+"""Optimisers and learning-rate schedules shared by pretraining and fine-tuning.
+
+Weight decay follows nanoGPT's rule: only parameters with ``dim() >= 2`` (conv kernels, linear weights)
+decay; biases and BatchNorm weights and biases (1-D) do not (:func:`decays`, :func:`param_groups`).
+
+:func:`build_optimizer`'s optimizers keep the caller's parameter groups as their ``param_groups`` (so a
+``LambdaLR`` with one lambda per group, the optimizer's state dict and checkpoints written before this rule
+are unchanged) and apply the rule inside ``step``, which runs the update on :func:`param_groups` of those
+groups: each group split into its decaying and its non-decaying parameters, with the group's ``lr`` and
+other options. An update is exactly that of ``torch.optim.AdamW`` / ``SGD`` given the split groups.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+
+def decays(p: Tensor) -> bool:
+    """Whether ``p`` gets weight decay: matrices and conv kernels (``dim() >= 2``), not biases or norms."""
+    return p.dim() >= 2
+
+
+def param_groups(params: Iterable[Any], weight_decay: float) -> list[dict[str, Any]]:
+    """Parameters, named parameters or parameter groups (anything a torch optimizer takes) split into
+    weight-decay groups.
+
+    Each group (a plain iterable of parameters is one group) becomes up to two groups that keep its other
+    options (e.g. its own ``lr``): its :func:`decays` parameters with the group's ``weight_decay`` (or
+    ``weight_decay`` when the group sets none), and the others with ``weight_decay = 0``; empty groups are
+    left out. Parameter order is kept within each of the two.
+    """
+    items = list(params)
+    groups = items if items and isinstance(items[0], dict) else [{"params": items}]
+    out: list[dict[str, Any]] = []
+    for group in groups:
+        ps = group["params"]
+        ps = [ps] if isinstance(ps, Tensor) else list(ps)
+        names = group.get("param_names")
+        for decay in (True, False):  # a (name, parameter) pair decays as its parameter
+            keep = [i for i, p in enumerate(ps) if decays(p[1] if isinstance(p, tuple) else p) == decay]
+            if not keep:
+                continue
+            sub = {**group, "params": [ps[i] for i in keep]}
+            sub["weight_decay"] = group.get("weight_decay", weight_decay) if decay else 0.0
+            if names is not None:
+                sub["param_names"] = [names[i] for i in keep]
+            out.append(sub)
+    return out
+
+
+class _MatricesDecay(torch.optim.Optimizer):
+    """Mixin before a torch optimizer: ``step`` updates with :func:`param_groups` of ``self.param_groups``,
+    which stay the caller's groups outside ``step`` (schedulers, state dicts, logging see those)."""
+
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        groups = self.param_groups
+        self.param_groups = param_groups(groups, 0.0)  # every group has its own weight_decay here
+        try:
+            super().step()
+        finally:
+            self.param_groups = groups
+        return loss
+
+
+class AdamW(_MatricesDecay, torch.optim.AdamW):
+    """``torch.optim.AdamW`` with weight decay on ``dim() >= 2`` parameters only."""
+
+
+class SGD(_MatricesDecay, torch.optim.SGD):
+    """``torch.optim.SGD`` with weight decay on ``dim() >= 2`` parameters only."""
 
 
 def build_optimizer(
     name: str, params: Iterable[Any], lr: float, weight_decay: float, momentum: float
 ) -> torch.optim.Optimizer:
-    """``adamw`` or ``sgd`` (SLidR's: momentum, dampening 0.1). ``params`` may be parameter groups."""
+    """``adamw`` or ``sgd`` (SLidR's: momentum, dampening 0.1). ``params`` may be parameter groups (their own
+    ``lr`` etc. are kept). Weight decay reaches only ``dim() >= 2`` parameters (module docstring)."""
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return AdamW(params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, dampening=0.1, weight_decay=weight_decay)
+        return SGD(params, lr=lr, momentum=momentum, dampening=0.1, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; known: ['adamw', 'sgd']")
 
 

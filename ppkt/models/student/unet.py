@@ -1,4 +1,4 @@
-"""Residual sparse-conv U-Net student (MinkUNet / Res16UNet style) on the pure-PyTorch sparse backend.
+"""Residual sparse-conv U-Net student (MinkUNet / Res16UNet style) on :mod:`ppkt.sparse`'s convolutions.
 
 Input: a :class:`~ppkt.sparse.SparseTensor` with features ``[M, in_channels]`` at stride 1.
 Output: a dense tensor ``[M, out_channels]`` of per-voxel features at the input's coordinates, **in the
@@ -13,6 +13,9 @@ Layout (``planes = (p1, ..., p8)``, ``layers = (n1, ..., n8)``, ``s = stem_chann
 
 The skip of decoder level ``j`` is ``e_{4-j}`` (``x0`` for ``j = 4``), so the last decoder level runs at
 the input resolution; its channel count (``p8``, or ``out_channels`` with a head) is ``out_channels``.
+
+The sparse-conv backend (``torch`` or ``spconv``) is an attribute of each convolution
+(:func:`ppkt.sparse.set_backend`), not of the network: the architecture is written once, here.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ppkt.models.student.blocks import ConvBNReLU, make_layer
-from ppkt.sparse import SparseTensor, SubMConv3d, sparse_cat
+from ppkt.sparse import SparseTensor, SubMConv3d, set_backend, sparse_cat
 
 
 class SparseUNet(nn.Module):
@@ -38,8 +41,8 @@ class SparseUNet(nn.Module):
         stem_kernel: odd kernel size of the stem's submanifold conv.
         out_channels: if given, a final 1x1 conv (with bias) maps ``planes[7] -> out_channels``.
         bn_momentum: momentum of every BatchNorm.
-        backend: ``"torch"`` (default) or ``"spconv"`` (:mod:`ppkt.models.student.spconv_backend`); the
-            parameters and state dict are the same for both.
+        backend: sparse-conv backend of every convolution, ``"torch"`` (default) or ``"spconv"``
+            (:data:`ppkt.sparse.BACKENDS`); the parameters and state dict are the same for both.
     """
 
     def __init__(
@@ -54,9 +57,6 @@ class SparseUNet(nn.Module):
         backend: str = "torch",
     ) -> None:
         super().__init__()
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown sparse-conv backend {backend!r}; choose one of {list(BACKENDS)}")
-        self.backend = backend
         planes, layers = tuple(planes), tuple(layers)
         if len(planes) != 8 or len(layers) != 8:
             raise ValueError(f"planes and layers need 8 entries each, got {len(planes)} and {len(layers)}")
@@ -91,14 +91,11 @@ class SparseUNet(nn.Module):
             self.head = SubMConv3d(c, out_channels, 1, bias=True)
             c = out_channels
         self.out_channels: int = c
+        set_backend(self, backend)
 
     def forward(self, x: SparseTensor) -> Tensor:
         if x.num_channels != self.in_channels:
             raise ValueError(f"SparseUNet expects {self.in_channels} input channels, got {x.num_channels}")
-        if self.backend == "spconv":
-            from ppkt.models.student.spconv_backend import spconv_forward
-
-            return spconv_forward(self, x.feats, x.coords)
         y = self.stem(x)
         skips = [y]
         for down, enc in zip(self.down, self.enc):
@@ -111,10 +108,6 @@ class SparseUNet(nn.Module):
             y = self.head(y)
         return y.feats
 
-
-#: ``student.backend`` values: ``torch`` (ours, pure PyTorch, CPU and CUDA) or ``spconv`` (spconv 2.x, for
-#: CUDA users; same parameters and state dict, so checkpoints move between backends).
-BACKENDS = ("torch", "spconv")
 
 STUDENT_PRESETS: dict[str, dict[str, Any]] = {
     # CPU default: one block per level, narrow channels.
