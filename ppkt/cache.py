@@ -19,16 +19,20 @@ Rules, so that any number of processes (parallel runs, DDP ranks, data-loader wo
 * **Publish once.** What another process has published for the same recipe is never deleted or rewritten:
   a whole artefact is moved into place with ``rename``, which fails when the target already exists, and
   the loser discards its own copy and uses the published one; a recipe file is published with ``link``
-  (same outcome). An item is replaced only when the published one does not match the current recipe
-  (missing fields, another file fingerprint, a truncated or foreign file), under the item's lock.
-* **One builder.** Building takes an advisory lock (``fcntl.flock`` on a hidden ``.lock`` file beside the
-  artefact, or ``.<item>.lock`` in the folder), and looks again once it holds it: a second process waits
-  for the first's render and then loads it instead of rendering twice. Locks only save work and make
-  check-then-replace atomic; correctness of whole artefacts does not depend on them (publish-once), so a
-  file system without ``flock`` support (the lock then does nothing) still never loses a published copy.
+  (same outcome). An item is replaced (``os.replace``) only when the published one does not load for the
+  current recipe (another stored recipe or file fingerprint, a truncated or foreign file); that check and
+  the replacement run under the folder's publishing lock ``<root>/.lock``, held for that moment only.
+* **One builder.** Building takes an advisory lock (``fcntl.flock`` on a hidden, never deleted lock file:
+  ``.<kind>-<hash>.lock`` beside a whole artefact, ``.<item>.lock`` beside an item made by
+  :meth:`CacheFolder.load_or_make`) and looks again once it holds it: a second process waits for the
+  first's render and then loads it instead of rendering twice. (Teacher features are computed in batches
+  outside the cache: two runs filling one cache at once may both compute a frame; the second copy is
+  discarded.) Whole artefacts do not rely on locks for correctness (publish-once), so on a file system
+  without ``flock`` (the lock then does nothing) a published dataset is still never replaced.
 * **Stale recipes are never reused.** A whole artefact whose folder exists but does not match its recipe
   (corrupt, or written by something else) is a :class:`~ppkt.errors.DataError` naming the folder (it is
-  never deleted behind the user's back); an item whose stored recipe does not match is built again.
+  never deleted behind the user's back); an item whose stored recipe does not match is built again; a
+  ``recipe.json`` of another recipe is a :class:`~ppkt.errors.DataError`.
 
 This module is the bottom layer of ppkt: it imports nothing from ppkt but :mod:`ppkt.errors`.
 """
