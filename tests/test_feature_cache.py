@@ -23,7 +23,7 @@ from ppkt.data.transforms import (
 )
 from ppkt.data.types import CachedFeatures
 from ppkt.models.teachers import build_teacher
-from ppkt.pipelines.cache_features import fill_feature_cache
+from ppkt.pipelines.cache_features import feature_cache_for, fill_feature_cache
 from ppkt.training.data import frame_splits, make_loader
 from tests.conftest import TINY_PRETRAIN
 
@@ -157,6 +157,29 @@ def test_cache_is_filled_once_reused_and_refreshed_when_a_frame_changes(
         assert got.shape == want.shape
         err = (got - want).abs().max() / want.abs().max()
         assert float(err) < 1e-2
+
+
+def test_frames_another_process_published_meanwhile_are_reused(tiny_synth: Path, tmp_path: Path) -> None:
+    cfg = tiny_cfg(tiny_synth, f"data.cache_dir={tmp_path / 'cache'}")
+    splits = frame_splits(cfg.data, verbose=False)
+    frames = splits.train + splits.heldout
+    teacher = build_teacher(cfg.teacher.name, cfg.teacher.weights, cfg.teacher.layers)
+    other = feature_cache_for(cfg, teacher)  # another run's cache object on the same folder
+    published: list[Path] = []
+
+    def publish_the_rest(module: torch.nn.Module, inputs: object, output: list[torch.Tensor]) -> None:
+        if not published:  # while this run computes its first batch, the other run stores every other frame
+            for ref in frames[1:]:
+                published.append(other.store(ref.folder, ref.index, [m[:1] for m in output], (60, 80)))
+
+    teacher.register_forward_hook(publish_the_rest)
+    cache, stats = fill_feature_cache(cfg, frames, teacher, batch_size=1, verbose=False)
+    stamps = [(p.stat().st_ino, p.stat().st_mtime_ns) for p in published]
+    assert (stats["computed"], stats["reused"]) == (1, len(frames) - 1) and len(published) == len(frames) - 1
+    # storing a frame that holds a valid entry keeps that entry: it is never rewritten
+    ref = frames[1]
+    cache.store(ref.folder, ref.index, [torch.zeros(1, c, 1, 1) for c in teacher.out_channels], (60, 80))
+    assert [(p.stat().st_ino, p.stat().st_mtime_ns) for p in published] == stamps
 
 
 def test_missing_cache_entry_is_a_clear_error(tiny_synth: Path, tmp_path: Path) -> None:

@@ -1,18 +1,19 @@
 """The embedded default dataset: synthetic scenes generated on first use into a cache, reused afterwards.
 
-The cache folder is named by a hash of the synthesis recipe (:func:`~ppkt.data.synth.make_recipe`). The
-synthesizer writes that recipe into ``dataset.json`` and moves a dataset into place only once it is complete,
-so a folder whose recipe matches is reused and anything else (missing, interrupted, stale) is re-rendered.
+The cache folder ``<cache root>/synth-<hash>`` is named by a hash of the synthesis recipe
+(:func:`~ppkt.data.synth.make_recipe`), which the renderer stores in ``dataset.json``. It is a
+:class:`~ppkt.cache.CacheFolder` artefact: rendered into a private folder and published once, complete, so a
+folder whose recipe matches is reused, and processes sharing an empty cache render it once (the others wait
+for it) and never replace a dataset another process is reading. A folder that exists but holds no dataset
+of its recipe is an error naming it (it is never deleted for you).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
-from ppkt.cache import cache_root
-from ppkt.data.synth import dataset_matches, make_recipe, synthesize
+from ppkt.cache import CacheFolder
+from ppkt.data.synth import dataset_matches, make_recipe, render_dataset
 
 
 def ensure_synthetic(
@@ -26,12 +27,18 @@ def ensure_synthetic(
 ) -> Path:
     """Path of the synthetic dataset of this recipe, rendering it first if the cache lacks it."""
     recipe = make_recipe(scenes, frames_per_scene, seed, image_size)
-    digest = hashlib.sha1(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    root = cache_root(cache_dir) / f"synth-{digest}"
-    if dataset_matches(root, recipe):
-        return root
-    if verbose:
-        print(f"[ppkt] rendering the embedded synthetic dataset into {root} (first use; cached afterwards)")
-    return synthesize(
-        root, scenes=scenes, frames_per_scene=frames_per_scene, seed=seed, image_size=image_size
+    folder = CacheFolder("synth", recipe, cache_dir)
+
+    def say(text: str) -> None:
+        if verbose:
+            print(f"[ppkt] {text}", flush=True)
+
+    return folder.ensure(
+        lambda root: dataset_matches(root, recipe),
+        lambda tmp: render_dataset(tmp, recipe),
+        what="synthetic dataset",
+        on_build=lambda: say(
+            f"rendering the embedded synthetic dataset into {folder.root} (first use; cached afterwards)"
+        ),
+        on_wait=lambda: say(f"waiting for another process rendering {folder.root}"),
     )

@@ -8,8 +8,10 @@
   ``chunk_points`` points, so memory is bounded by the fused cloud, not by the number of frames.
 * :func:`load_or_fuse` caches each fused scene as ``<cache>/fused-<hash>/<scene>.npz`` together with its
   recipe (:func:`fusion_recipe`: source folder, layout, voxel size, frame skip, depth range, frame names,
-  file sizes/mtimes, the dataset's ``dataset.json`` recipe and classes). A stored recipe that does not match
-  is detected and the scene is fused again.
+  file sizes/mtimes, the dataset's ``dataset.json`` recipe and classes), an item of a
+  :class:`~ppkt.cache.CacheFolder` keyed by the dataset root and the parameters. A stored recipe that does
+  not match is detected and the scene is fused again; each file is published atomically, and processes
+  sharing the cache fuse a scene once (the others wait for it).
 * Sources with an annotated mesh (e.g. :class:`~ppkt.data.readers.scannet.ScanNetScene`) have an optional
   ``labelled_cloud() -> FusedScene | None`` and ``label_files() -> [Path]``: :func:`load_or_fuse` then
   voxel-downsamples the labelled cloud (:func:`voxel_downsample`) instead of fusing the unlabelled frames, and
@@ -21,10 +23,8 @@ The segmentation dataset over fused scenes and the limited-label subsets live in
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ppkt.cache import cache_root
+from ppkt.cache import CacheFolder, jsonable
 from ppkt.data.io.files import files_fingerprint
 from ppkt.data.readers import open_scenes
 from ppkt.data.types import FrameSource, FusedScene
@@ -56,10 +56,6 @@ __all__ = [
 
 #: Bump whenever :func:`fuse_scene` gives a different result for the same recipe (invalidates caches).
 FUSION_VERSION = 1
-
-
-def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj))
 
 
 def dataset_info(folder: FrameSource) -> dict[str, Any] | None:
@@ -129,7 +125,7 @@ def fusion_recipe(
     }
     if _has_mesh_labels(folder):  # only then: the recipes (and caches) of other sources stay as they were
         recipe["mesh"] = files_fingerprint(_label_files(folder))
-    return dict(_jsonable(recipe))
+    return dict(jsonable(recipe))
 
 
 class _Accumulator:
@@ -281,15 +277,11 @@ def mesh_scene(folder: FrameSource, voxel_size: float) -> FusedScene | None:
     return voxel_downsample(cloud, voxel_size)
 
 
-def _cache_file(folder: FrameSource, recipe: dict[str, Any], cache_dir: str | Path | None) -> Path:
-    """``<cache root>/fused-<hash of the dataset folder and parameters>/<scene>.npz``."""
+def _cache_folder(recipe: dict[str, Any], cache_dir: str | Path | None) -> CacheFolder:
+    """``<cache root>/fused-<hash of the dataset folder and parameters>``, one ``<scene>.npz`` per scene."""
     keys = ("version", "layout", "voxel_size", "frame_skip", "min_depth", "max_depth", "skip_bad")
-    key_dict = {k: recipe[k] for k in keys} | {"dataset_root": str(Path(recipe["source"]).parent)}
-    key = json.dumps(key_dict, sort_keys=True)
-    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
-    return (
-        cache_root(None if cache_dir is None else str(cache_dir)) / f"fused-{digest}" / f"{folder.scene}.npz"
-    )
+    key = {k: recipe[k] for k in keys} | {"dataset_root": str(Path(recipe["source"]).parent)}
+    return CacheFolder("fused", key, cache_dir)
 
 
 def _read_cache(path: Path, recipe: dict[str, Any]) -> FusedScene | None:
@@ -332,34 +324,34 @@ def load_or_fuse(
 
     The cache is ``<cache_dir or $PPKT_CACHE_DIR or ~/.cache/ppkt>/fused-<hash>/<scene>.npz`` (never inside
     the dataset, so read-only datasets work). A cached file whose stored recipe differs from the current one
-    (other frames, changed files, another ``dataset.json`` recipe, a new :data:`FUSION_VERSION`) is replaced.
+    (other frames, changed files, another ``dataset.json`` recipe, a new :data:`FUSION_VERSION`) or that does
+    not read is replaced, atomically; see :meth:`ppkt.cache.CacheFolder.load_or_make` for concurrent runs.
     """
     params: dict[str, Any] = dict(
         voxel_size=voxel_size, frame_skip=frame_skip, min_depth=min_depth, max_depth=max_depth
     )
     recipe = fusion_recipe(folder, skip_bad=skip_bad, **params)
-    path = _cache_file(folder, recipe, cache_dir)
-    cached = _read_cache(path, recipe)
-    if cached is not None:
-        return cached
-    scene = mesh_scene(folder, voxel_size)  # an annotated mesh, when the source has one
-    if verbose:
-        what = "labelled mesh of scene" if scene is not None else "fusing scene"
-        print(f"[ppkt] {what} {folder.root} into {path}")
-    if scene is None:
-        scene = fuse_scene(folder, skip_bad=skip_bad, **params)
-    meta = {
-        "recipe": recipe,
-        "name": scene.name,
-        "num_classes": scene.num_classes,
-        "class_names": None if scene.class_names is None else list(scene.class_names),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with tmp.open("wb") as f:
-        np.savez(f, xyz=scene.xyz, rgb=scene.rgb, label=scene.label, meta=np.array(json.dumps(meta)))
-    os.replace(tmp, path)  # atomic: readers never see a half-written cache
-    return scene
+    cache = _cache_folder(recipe, cache_dir)
+    name = f"{folder.scene}.npz"
+
+    def make() -> FusedScene:
+        scene = mesh_scene(folder, voxel_size)  # an annotated mesh, when the source has one
+        if verbose:
+            what = "labelled mesh of scene" if scene is not None else "fusing scene"
+            print(f"[ppkt] {what} {folder.root} into {cache.item(name)}")
+        return fuse_scene(folder, skip_bad=skip_bad, **params) if scene is None else scene
+
+    def save(scene: FusedScene, tmp: Path) -> None:
+        meta = {
+            "recipe": recipe,
+            "name": scene.name,
+            "num_classes": scene.num_classes,
+            "class_names": None if scene.class_names is None else list(scene.class_names),
+        }
+        with tmp.open("wb") as f:
+            np.savez(f, xyz=scene.xyz, rgb=scene.rgb, label=scene.label, meta=np.array(json.dumps(meta)))
+
+    return cache.load_or_make(name, lambda path: _read_cache(path, recipe), make, save)
 
 
 def load_or_fuse_all(root: str | Path, layout: str = "generic", **kwargs: Any) -> list[FusedScene]:

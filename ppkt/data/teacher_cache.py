@@ -13,13 +13,14 @@ Layout::
 
 The directory is keyed by the recipe (teacher name, the weights file's path/size/mtime, layers, strides,
 channels, cache image size, :data:`FEATURE_CACHE_VERSION`); a frame file also stores the fingerprint of the
-frame's own files (sizes and mtimes), so an edited frame is recomputed and never served stale.
+frame's own files (sizes and mtimes), so an edited frame is recomputed and never served stale. It is a
+:class:`~ppkt.cache.CacheFolder` of items: ``recipe.json`` and each frame file are published atomically, and
+a valid frame file another process published is kept, never rewritten (:meth:`~ppkt.cache.CacheFolder.store`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,10 +29,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ppkt.cache import cache_root
+from ppkt.cache import CacheFolder
 from ppkt.data.io.files import files_fingerprint
 from ppkt.data.types import CachedFeatures, FrameSource
-from ppkt.errors import DataError
 
 __all__ = ["FEATURE_CACHE_VERSION", "CachedFeatures", "FeatureCache", "files_fingerprint", "weights_identity"]
 
@@ -65,9 +65,9 @@ class FeatureCache:
     """
 
     def __init__(self, recipe: dict[str, Any], cache_dir: str | Path | None = None) -> None:
-        self.recipe = json.loads(json.dumps(recipe, sort_keys=True))
-        digest = hashlib.sha1(json.dumps(self.recipe, sort_keys=True).encode()).hexdigest()[:12]
-        self.root = cache_root(None if cache_dir is None else str(cache_dir)) / f"teacher-{digest}"
+        self.folder = CacheFolder("teacher", recipe, cache_dir)
+        self.recipe = self.folder.key
+        self.root = self.folder.root
         self.strides = [int(s) for s in self.recipe["strides"]]
         self.image_size = (int(self.recipe["image_size"][0]), int(self.recipe["image_size"][1]))
         self._recipe_checked = False  # recipe.json is checked (or written) once, on the first store
@@ -100,20 +100,6 @@ class FeatureCache:
         digest = hashlib.sha1(self.frame_key(source, name).encode()).hexdigest()[:24]
         return self.root / f"{digest}.pt"
 
-    def _check_recipe_file(self) -> None:
-        f = self.root / "recipe.json"
-        if not f.is_file():
-            return
-        try:
-            stored = json.loads(f.read_text())
-        except (OSError, ValueError) as e:
-            raise DataError(f"{f}: unreadable teacher-feature cache recipe ({e}); delete {self.root}") from e
-        if stored != self.recipe:
-            raise DataError(
-                f"{f}: the teacher-feature cache in {self.root} was written by another recipe; "
-                "delete the folder"
-            )
-
     # ------------------------------------------------------------------ read / write
     def load(self, source: FrameSource, index: int) -> CachedFeatures | None:
         """The cached features of frame ``index`` of ``source``; ``None`` when absent, unreadable, made
@@ -145,15 +131,10 @@ class FeatureCache:
     def store(
         self, source: FrameSource, index: int, maps: Sequence[Tensor], frame_size: tuple[int, int]
     ) -> Path:
-        """Write one frame's maps (each ``[1, C, h, w]`` or ``[C, h, w]``) as float16, atomically."""
+        """Write one frame's maps (each ``[1, C, h, w]`` or ``[C, h, w]``) as float16, atomically; a valid
+        entry already there (published meanwhile by another process) is kept instead."""
         if not self._recipe_checked:
-            self.root.mkdir(parents=True, exist_ok=True)
-            self._check_recipe_file()
-            recipe_file = self.root / "recipe.json"
-            if not recipe_file.is_file():
-                tmp_recipe = recipe_file.with_name(f".recipe.json.tmp{os.getpid()}")
-                tmp_recipe.write_text(json.dumps(self.recipe, indent=2, sort_keys=True))
-                os.replace(tmp_recipe, recipe_file)
+            self.folder.ensure_recipe_file("teacher-feature cache")
             self._recipe_checked = True
         name = source.frames[index]
         path = self.path(source, name)
@@ -165,9 +146,9 @@ class FeatureCache:
                 m.detach().reshape(1, *m.shape[-3:]).to("cpu", torch.float16).contiguous() for m in maps
             ],
         }
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        torch.save(entry, tmp)
-        os.replace(tmp, path)
+        self.folder.store(
+            path.name, lambda tmp: torch.save(entry, tmp), lambda _: self.load(source, index) is not None
+        )
         return path
 
     def size_bytes(self) -> int:

@@ -41,20 +41,23 @@ def fill_feature_cache(
 
     Each frame's colour image is resized whole to ``data.image_size`` (bilinear, antialiased — as the
     evaluation resize does) and run through the frozen teacher in batches. With ``data.skip_bad`` an
-    unreadable frame is skipped with a warning. Returns the cache and ``{frames, computed, reused, skipped,
+    unreadable frame is skipped with a warning. A frame that another process sharing the cache published in
+    the meantime is reused, not computed again. Returns the cache and ``{frames, computed, reused, skipped,
     seconds, bytes}``.
     """
     teacher = teacher or build_teacher(cfg.teacher.name, cfg.teacher.weights, cfg.teacher.layers)
     cache = feature_cache_for(cfg, teacher)
     start = time.perf_counter()
     todo = [ref for ref in frames if cache.load(ref.folder, ref.index) is None]
-    skipped = 0
+    skipped = computed = 0
     hc, wc = cfg.data.image_size
     if verbose and todo:
         print(f"[ppkt] caching teacher features of {len(todo)} frames in {cache.root}")
     for i in range(0, len(todo), batch_size):
         chunk, images, sizes = [], [], []
         for ref in todo[i : i + batch_size]:
+            if i > 0 and cache.load(ref.folder, ref.index) is not None:  # published by another process
+                continue
             try:
                 frame = ref.folder.read(ref.index)
             except DataError as e:
@@ -74,10 +77,11 @@ def fill_feature_cache(
         maps = teacher(torch.cat(images))
         for j, (ref, size) in enumerate(zip(chunk, sizes)):
             cache.store(ref.folder, ref.index, [m[j : j + 1] for m in maps], size)
+        computed += len(chunk)
     stats = {
         "frames": len(frames),
-        "computed": len(todo) - skipped,
-        "reused": len(frames) - len(todo),
+        "computed": computed,
+        "reused": len(frames) - computed - skipped,
         "skipped": skipped,
         "seconds": round(time.perf_counter() - start, 2),
         "bytes": cache.size_bytes(),

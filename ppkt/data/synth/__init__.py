@@ -9,7 +9,14 @@ from ppkt.data.synth.assets import ASSETS, CLASS_NAMES, TEXTURES, AssetSpec
 from ppkt.data.synth.render import Camera, DepthNoise, RenderedFrame, add_depth_noise, render_frame
 from ppkt.data.synth.scene import Plane, RoomConfig, Scene, build_scene
 from ppkt.data.synth.trajectory import camera_trajectory, look_at
-from ppkt.data.synth.writer import SYNTH_VERSION, dataset_matches, make_recipe, read_dataset_info, synthesize
+from ppkt.data.synth.writer import (
+    SYNTH_VERSION,
+    dataset_matches,
+    make_recipe,
+    read_dataset_info,
+    render_dataset,
+    synthesize,
+)
 
 __all__ = [
     "ASSETS",
@@ -30,6 +37,7 @@ __all__ = [
     "look_at",
     "make_recipe",
     "read_dataset_info",
+    "render_dataset",
     "render_frame",
     "synthesize",
 ]

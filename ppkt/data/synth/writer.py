@@ -11,16 +11,16 @@ Output (``out_dir``)::
     scene_0000/000000.label.png   uint16 class id (0 = unlabelled)
     scene_0000/000000.instance.png uint16 instance id (0 = none)
 
-The output is a deterministic function of the recipe: the same arguments give byte-identical files. The
-dataset is rendered into a hidden sibling folder and moved into place only when complete, with
-``dataset.json`` written last, so a folder with a ``dataset.json`` is always a finished dataset.
+The output is a deterministic function of the recipe: the same arguments give byte-identical files.
+:func:`render_dataset` fills a given folder (``dataset.json`` last); :func:`synthesize` renders into a
+hidden sibling folder and moves it into place only when complete (:mod:`ppkt.cache`), so a folder with a
+``dataset.json`` is always a finished dataset. The embedded dataset's cache
+(:func:`ppkt.data.embedded.ensure_synthetic`) publishes :func:`render_dataset`'s folder once instead.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
@@ -32,6 +32,7 @@ import numpy as np
 import pybullet as p
 from PIL import Image
 
+from ppkt.cache import jsonable, replace_folder, staged
 from ppkt.data.synth.assets import CLASS_NAMES
 from ppkt.data.synth.render import Camera, DepthNoise, add_depth_noise, render_frame
 from ppkt.data.synth.scene import RoomConfig, build_scene
@@ -43,6 +44,7 @@ __all__ = [
     "dataset_matches",
     "make_recipe",
     "read_dataset_info",
+    "render_dataset",
     "synthesize",
 ]
 
@@ -50,11 +52,6 @@ __all__ = [
 SYNTH_VERSION = 1
 DATASET_FORMAT = "ppkt-rgbd-folder"
 DEPTH_SCALE = 1000.0  # raw depth units per metre (millimetres)
-
-
-def _jsonable(obj: Any) -> Any:
-    """``obj`` as it reads back from JSON (tuples become lists)."""
-    return json.loads(json.dumps(obj))
 
 
 def make_recipe(
@@ -91,7 +88,7 @@ def make_recipe(
         "depth_range": [float(depth_range[0]), float(depth_range[1])],
         "room": asdict(room),
     }
-    return dict(_jsonable(recipe))
+    return dict(jsonable(recipe))
 
 
 def _save_png(path: Path, array: np.ndarray) -> None:
@@ -156,7 +153,7 @@ def read_dataset_info(root: str | Path) -> dict[str, Any]:
 def dataset_matches(root: str | Path, recipe: dict[str, Any]) -> bool:
     """Whether ``root`` holds a finished dataset rendered from exactly ``recipe`` (:func:`make_recipe`)."""
     try:
-        return bool(read_dataset_info(root)["recipe"] == _jsonable(recipe))
+        return bool(read_dataset_info(root)["recipe"] == jsonable(recipe))
     except DataError:
         return False
 
@@ -170,6 +167,44 @@ def _check_replaceable(out: Path) -> None:
         raise DataError(
             f"{out}: folder is not empty and holds no synthetic dataset; refusing to overwrite it"
         )
+
+
+def render_dataset(
+    out: Path,
+    recipe: dict[str, Any],
+    *,
+    workers: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
+    """Render the dataset of ``recipe`` (:func:`make_recipe`) into the existing empty folder ``out``,
+    ``dataset.json`` last. ``workers`` and ``progress`` as in :func:`synthesize`."""
+    scenes = int(recipe["scenes"])
+    summaries: list[dict[str, Any]] = []
+    if workers <= 1 or scenes == 1:
+        for i in range(scenes):
+            summaries.append(_render_scene(out, i, recipe))
+            if progress is not None:
+                progress(i + 1, scenes)
+    else:
+        # fork: workers need no ``if __name__ == "__main__"`` guard in the caller's script; they only use
+        # numpy, PIL and their own pybullet connection (the parent holds none)
+        method = "fork" if "fork" in get_all_start_methods() else "spawn"
+        with ProcessPoolExecutor(min(workers, scenes), mp_context=get_context(method)) as pool:
+            futures = [pool.submit(_render_scene, out, i, recipe) for i in range(scenes)]
+            for i, fut in enumerate(futures):
+                summaries.append(fut.result())
+                if progress is not None:
+                    progress(i + 1, scenes)
+    info = {
+        "format": DATASET_FORMAT,
+        "layout": "generic",
+        "depth_scale": DEPTH_SCALE,
+        "classes": list(CLASS_NAMES),
+        "recipe": recipe,
+        "scenes": summaries,
+        "num_frames": sum(s["frames"] for s in summaries),
+    }
+    (out / "dataset.json").write_text(json.dumps(info, indent=1) + "\n")
 
 
 def synthesize(
@@ -214,42 +249,8 @@ def synthesize(
     )
     out = Path(out_dir)
     _check_replaceable(out)
-    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    summaries: list[dict[str, Any]] = []
-    try:
-        if workers <= 1 or scenes == 1:
-            for i in range(scenes):
-                summaries.append(_render_scene(partial, i, recipe))
-                if progress is not None:
-                    progress(i + 1, scenes)
-        else:
-            # fork: workers need no ``if __name__ == "__main__"`` guard in the caller's script; they only use
-            # numpy, PIL and their own pybullet connection (the parent holds none)
-            method = "fork" if "fork" in get_all_start_methods() else "spawn"
-            with ProcessPoolExecutor(min(workers, scenes), mp_context=get_context(method)) as pool:
-                futures = [pool.submit(_render_scene, partial, i, recipe) for i in range(scenes)]
-                for i, fut in enumerate(futures):
-                    summaries.append(fut.result())
-                    if progress is not None:
-                        progress(i + 1, scenes)
-        info = {
-            "format": DATASET_FORMAT,
-            "layout": "generic",
-            "depth_scale": DEPTH_SCALE,
-            "classes": list(CLASS_NAMES),
-            "recipe": recipe,
-            "scenes": summaries,
-            "num_frames": sum(s["frames"] for s in summaries),
-        }
-        (partial / "dataset.json").write_text(json.dumps(info, indent=1) + "\n")
+    with staged(out, folder=True) as partial:
+        render_dataset(partial, recipe, workers=workers, progress=progress)
         _check_replaceable(out)
-        if out.exists():
-            shutil.rmtree(out)
-        partial.rename(out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+        replace_folder(partial, out)
     return out
