@@ -274,7 +274,6 @@ def test_collate_two_segmentation_samples() -> None:
     assert batch.coords.shape == (sum(n_vox), 4) and batch.feats.shape == (sum(n_vox), 4)
     assert batch.offset.tolist() == [n_vox[0], sum(n_vox)] and batch.point_offset.tolist() == [500, 800]
     assert type(batch) is PointBatch  # image-free: no images, no pairing
-    assert batch.pair_voxel.numel() == 0 and batch.pair_uv.shape == (0, 2)
     assert batch.labels is not None and batch.labels.shape == (800,)
     assert int(batch.inverse[500:].min()) >= n_vox[0] and int(batch.inverse.max()) == sum(n_vox) - 1
     target = voxel_labels(batch.inverse, batch.labels, sum(n_vox), ds.num_classes)
