@@ -1,19 +1,16 @@
 """Optimisers and learning-rate schedules shared by pretraining and fine-tuning.
 
 Weight decay follows nanoGPT's rule: only parameters with ``dim() >= 2`` (conv kernels, linear weights)
-decay; biases and BatchNorm weights and biases (1-D) do not (:func:`decays`, :func:`param_groups`).
-
-:func:`build_optimizer`'s optimizers keep the caller's parameter groups as their ``param_groups`` (so a
-``LambdaLR`` with one lambda per group, the optimizer's state dict and checkpoints written before this rule
-are unchanged) and apply the rule inside ``step``, which runs the update on :func:`param_groups` of those
-groups: each group split into its decaying and its non-decaying parameters, with the group's ``lr`` and
-other options. An update is exactly that of ``torch.optim.AdamW`` / ``SGD`` given the split groups.
+decay; biases and BatchNorm weights and biases (1-D) do not. :func:`build_optimizer` splits every parameter
+group the caller gives into its decaying and its non-decaying parameters (:func:`param_groups`), so the
+optimizer's groups are those split groups; a group's other options (its ``lr``, a ``name``) are kept, so a
+per-group schedule is built from the optimizer's groups (see ``SegmentationModule.configure_optimizers``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -53,41 +50,17 @@ def param_groups(params: Iterable[Any], weight_decay: float) -> list[dict[str, A
     return out
 
 
-class _MatricesDecay(torch.optim.Optimizer):
-    """Mixin before a torch optimizer: ``step`` updates with :func:`param_groups` of ``self.param_groups``,
-    which stay the caller's groups outside ``step`` (schedulers, state dicts, logging see those)."""
-
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        groups = self.param_groups
-        self.param_groups = param_groups(groups, 0.0)  # every group has its own weight_decay here
-        try:
-            super().step()
-        finally:
-            self.param_groups = groups
-        return loss
-
-
-class AdamW(_MatricesDecay, torch.optim.AdamW):
-    """``torch.optim.AdamW`` with weight decay on ``dim() >= 2`` parameters only."""
-
-
-class SGD(_MatricesDecay, torch.optim.SGD):
-    """``torch.optim.SGD`` with weight decay on ``dim() >= 2`` parameters only."""
-
-
 def build_optimizer(
     name: str, params: Iterable[Any], lr: float, weight_decay: float, momentum: float
 ) -> torch.optim.Optimizer:
-    """``adamw`` or ``sgd`` (SLidR's: momentum, dampening 0.1). ``params`` may be parameter groups (their own
-    ``lr`` etc. are kept). Weight decay reaches only ``dim() >= 2`` parameters (module docstring)."""
+    """``adamw`` or ``sgd`` (SLidR's: momentum, dampening 0.1) over :func:`param_groups` of ``params``
+    (parameters or parameter groups, whose own ``lr`` etc. are kept): weight decay reaches only
+    ``dim() >= 2`` parameters."""
+    groups = param_groups(params, weight_decay)
     if name == "adamw":
-        return AdamW(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
-        return SGD(params, lr=lr, momentum=momentum, dampening=0.1, weight_decay=weight_decay)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, dampening=0.1, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; known: ['adamw', 'sgd']")
 
 

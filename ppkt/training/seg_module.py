@@ -171,17 +171,19 @@ class SegmentationModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         o = self.cfg.optim
-        groups = [{"params": list(self.head.parameters()), "lr": o.head_lr}]
+        groups = [{"name": "head", "params": list(self.head.parameters()), "lr": o.head_lr}]
         if not self.cfg.probe:
-            groups.append({"params": list(self.student.parameters()), "lr": o.lr})
+            groups.append({"name": "backbone", "params": list(self.student.parameters()), "lr": o.lr})
         opt = build_optimizer(o.name, groups, o.lr, o.weight_decay, o.momentum)
         total = int(self.trainer.estimated_stepping_batches)
-        factors = [warmup_cosine(total, o.warmup_steps, o.schedule)]
-        if not self.cfg.probe:  # the backbone's schedule starts when it is unfrozen
-            k = min(o.head_only_steps, total)
-            later = warmup_cosine(total - k, o.warmup_steps, o.schedule)
-            factors.append(lambda step: 0.0 if step < k else later(step - k))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factors)
+        k = min(o.head_only_steps, total)
+        later = warmup_cosine(total - k, o.warmup_steps, o.schedule)
+        schedules = {
+            "head": warmup_cosine(total, o.warmup_steps, o.schedule),
+            # the backbone's schedule starts when it is unfrozen
+            "backbone": lambda step: 0.0 if step < k else later(step - k),
+        }
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, [schedules[g["name"]] for g in opt.param_groups])
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
