@@ -612,3 +612,42 @@ def test_finetune_init_from_foreign_weights(tmp_path: Path) -> None:
     cfg = FinetuneConfig(student=StudentConfig(name="unet_small"))
     with pytest.raises(WeightsError, match=r"student\.name='unet_small'"):
         SegmentationModule(to_dict(cfg), 3, 4, ["a", "b", "c", "d"]).load_backbone(tmp_path / "pointcept.pth")
+
+
+# --- ONNX ---------------------------------------------------------------------------------------------
+def test_onnx_module_equals_student() -> None:
+    """The graph's PyTorch module (neighbour tables) is the student's eval forward (float64, 1e-12)."""
+    from ppkt.export.onnx import OnnxStudent, neighbour_tables
+
+    torch.manual_seed(0)
+    student = build_student("spunet_v1m1", 3, out_channels=5, **SMALL).double()
+    randomise_bn(student)
+    model = OnnxStudent(student.eval())
+    coords = cloud(batch=2, side=12, n=300, seed=2)
+    feats = torch.randn(coords.shape[0], 3, dtype=torch.float64)
+    with torch.no_grad():
+        expected = student(SparseTensor(feats, coords))
+        got = model(feats, *neighbour_tables(student, coords))
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+def test_onnx_export_dynamic_voxels(tmp_path: Path) -> None:
+    """``ppkt export --to onnx``; onnxruntime on clouds of other sizes than the example matches PyTorch."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from ppkt.export.onnx import neighbour_tables
+
+    student = fake_run(tmp_path / "run.ckpt", "unet_small").eval()
+    assert cli_export(tmp_path / "run.ckpt", "onnx", tmp_path / "s.onnx") == 0
+    session = ort.InferenceSession(str(tmp_path / "s.onnx"))
+    names = [i.name for i in session.get_inputs()]
+    for seed, batch in ((1, 1), (2, 2)):
+        coords = cloud(batch=batch, side=14, n=250 * seed, seed=seed)
+        feats = torch.randn(coords.shape[0], 3)
+        inputs = [feats, *neighbour_tables(student, coords)]
+        (out,) = session.run(None, {n: t.numpy() for n, t in zip(names, inputs)})
+        with torch.no_grad():
+            expected = student(SparseTensor(feats, coords))
+        torch.testing.assert_close(torch.from_numpy(out), expected, rtol=1e-5, atol=1e-5)

@@ -168,10 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser(
-        "export", help="write a run's student as a Pointcept (SpUNet-v1m1) or MinkUNet34C (SLidR) checkpoint"
+        "export", help="write a run's student as a Pointcept (SpUNet-v1m1), MinkUNet34C (SLidR) or ONNX file"
     )
     p.add_argument("--ckpt", required=True, help="a `ppkt pretrain` or `ppkt finetune` checkpoint")
-    p.add_argument("--to", required=True, choices=["pointcept", "minkunet34c"], help="target framework")
+    p.add_argument(
+        "--to",
+        required=True,
+        choices=["pointcept", "minkunet34c", "onnx"],
+        help="target: a framework's checkpoint, or the student's inference graph (onnx)",
+    )
     p.add_argument("--out", required=True, help="checkpoint file to write")
     p.add_argument(
         "--head",

@@ -10,7 +10,7 @@ import torch
 from ppkt.errors import WeightsError
 from ppkt.export import export_weights, get_target
 from ppkt.models.state import check_state_dict
-from ppkt.models.student import build_student
+from ppkt.models.student import SparseUNet, build_student
 from ppkt.training.common import read_checkpoint
 
 
@@ -23,7 +23,7 @@ def run_export(ckpt_path: str | Path, to: str, out: str | Path, head: str = "aut
     a pretraining checkpoint to Pointcept (whose ``final`` is its classifier); ``yes`` / ``no`` force it.
     """
     path = Path(ckpt_path)
-    target = get_target(to)
+    target = get_target(to) if to != "onnx" else None
     ckpt = read_checkpoint(path)
     hp = ckpt.get("hyper_parameters", {})
     name = hp.get("config", {}).get("student", {}).get("name")
@@ -33,15 +33,16 @@ def run_export(ckpt_path: str | Path, to: str, out: str | Path, head: str = "aut
     sd = ckpt["state_dict"]
     state = {k[len("student.") :]: v for k, v in sd.items() if k.startswith("student.")}
     lin = {k[len("head.linear.") :]: v for k, v in sd.items() if k.startswith("head.linear.")}
+    if target is None:
+        return _export_onnx(path, name, in_channels, state, Path(out))
     if head not in ("auto", "yes", "no"):
         raise WeightsError(f"--head must be auto, yes or no, got {head!r}")
     classifier = "num_classes" in hp
     with_head = head == "yes" or (head == "auto" and (target.name == "minkunet34c" or classifier))
     if with_head and set(lin) != {"weight", "bias"}:
         raise WeightsError(f"{path}: holds no linear head (head.linear.weight/bias) to export")
-    student = build_student(name, in_channels)
+    student = _load_student(path, name, in_channels, state)
     what = f"{path}: the student {name!r}"
-    check_state_dict(state, student.state_dict(), what=what, target=f"student.name={name!r}")
     result = export_weights(student, state, to, head=lin if with_head else None, what=what)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -54,3 +55,32 @@ def run_export(ckpt_path: str | Path, to: str, out: str | Path, head: str = "aut
         f"{' (with its final layer)' if with_head else ''} in {out}"
     )
     return result
+
+
+def _load_student(path: Path, name: str, in_channels: int, state: dict[str, Any]) -> SparseUNet:
+    student = build_student(name, in_channels)
+    what = f"{path}: the student {name!r}"
+    check_state_dict(state, student.state_dict(), what=what, target=f"student.name={name!r}")
+    student.load_state_dict(state)
+    return student
+
+
+def _export_onnx(path: Path, name: str, in_channels: int, state: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The student's inference graph (``ppkt.export.onnx``; needs the ``onnx`` extra)."""
+    from ppkt.export.onnx import export_onnx
+
+    student = _load_student(path, name, in_channels, state)
+    g = torch.Generator().manual_seed(0)  # any example cloud: the number of voxels is dynamic
+    coords = torch.unique(torch.randint(0, 24, (2000, 3), generator=g), dim=0)
+    coords = torch.cat([torch.zeros(coords.shape[0], 1, dtype=coords.dtype), coords], 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        names = export_onnx(student, coords, out)
+    except ImportError as e:
+        raise WeightsError(
+            f"ppkt export --to onnx needs the onnx package (pip install 'ppkt[onnx]'): {e}"
+        ) from e
+    print(
+        f"[ppkt] {name} -> ONNX graph {out}; inputs: {', '.join(names)} (ppkt.export.onnx.neighbour_tables)"
+    )
+    return {"inputs": names}
