@@ -60,6 +60,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     run_evaluate(args.ckpt, args.data, args.out, args.split)
 
 
+def _cmd_export(args: argparse.Namespace) -> None:
+    from ppkt.pipelines.export import run_export
+
+    run_export(args.ckpt, args.to, args.out, args.head)
+
+
 def _cmd_cache_features(args: argparse.Namespace) -> None:
     from ppkt.config import PretrainConfig, load_config
     from ppkt.pipelines.cache_features import fill_feature_cache
@@ -125,7 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="semantic segmentation fine-tuning or linear probing of the student")
     p.add_argument("--config", help="YAML config file (see configs/finetune.yaml for every key)")
     p.add_argument("--out", default="runs/finetune", help="run directory")
-    p.add_argument("--init", help="'scratch' or a `ppkt pretrain` checkpoint (same as init=...)")
+    p.add_argument(
+        "--init",
+        help="'scratch', a `ppkt pretrain` checkpoint, or Pointcept / MinkUNet34C (SLidR) weights (init=...)",
+    )
     p.add_argument("--labels", type=float, help="fraction of training scenes (or points) with labels")
     p.add_argument("--labels-mode", choices=["scenes", "points"], help="what --labels is a fraction of")
     p.add_argument(
@@ -157,6 +166,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, help="retrieval: frames (default: eval.retrieval_frames)")
     p.add_argument("--out", default="runs/evaluate", help="folder for metrics.json")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "export", help="write a run's student as a Pointcept (SpUNet-v1m1), MinkUNet34C (SLidR) or ONNX file"
+    )
+    p.add_argument("--ckpt", required=True, help="a `ppkt pretrain` or `ppkt finetune` checkpoint")
+    p.add_argument(
+        "--to",
+        required=True,
+        choices=["pointcept", "minkunet34c", "onnx"],
+        help="target: a framework's checkpoint, or the student's inference graph (onnx)",
+    )
+    p.add_argument("--out", required=True, help="checkpoint file to write")
+    p.add_argument(
+        "--head",
+        default="auto",
+        choices=["auto", "yes", "no"],
+        help="export the run's linear head as the target's `final` layer (auto: see README)",
+    )
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser(
         "cache-features",

@@ -17,6 +17,7 @@ from ppkt.config import FinetuneConfig, from_dict
 from ppkt.data.sample import PointBatch
 from ppkt.data.segmentation import voxel_labels
 from ppkt.errors import WeightsError
+from ppkt.export import import_student_weights
 from ppkt.losses.lovasz import lovasz_softmax
 from ppkt.models.heads import SegmentationHead
 from ppkt.models.state import check_state_dict
@@ -87,6 +88,11 @@ class SegmentationModule(L.LightningModule):
         self.class_weights.copy_((w / w[c > 0].mean() if bool((c > 0).any()) else w).float())
 
     def load_backbone(self, path: str | Path) -> None:
+        # Pointcept / MinkUNet34C (SLidR) weights: converted by ppkt.export (None for a ppkt checkpoint)
+        foreign = import_student_weights(path, self.student, self.cfg.student.name)
+        if foreign is not None:
+            self.student.load_state_dict(foreign, strict=True)
+            return
         weights, hp = load_pretrained_student(path)
         pre_cfg = hp.get("config", {})
         pre = pre_cfg.get("student", {}).get("name")

@@ -14,6 +14,12 @@ Layout (``planes = (p1, ..., p8)``, ``layers = (n1, ..., n8)``, ``s = stem_chann
 The skip of decoder level ``j`` is ``e_{4-j}`` (``x0`` for ``j = 4``), so the last decoder level runs at
 the input resolution; its channel count (``p8``, or ``out_channels`` with a head) is ``out_channels``.
 
+With ``down_expands=True`` the down conv of level ``i`` maps ``C -> p_i`` and the level's blocks keep
+``p_i`` (Pointcept's ``SpUNet-v1m1``); by default it keeps ``C`` and the first block projects (MinkUNet).
+Presets ``spunet_v1m1`` and ``minkunet34c`` are layer-for-layer Pointcept's ``SpUNet-v1m1`` and
+MinkowskiEngine's / SLidR's ``MinkUNet34C``: ``ppkt export`` (:mod:`ppkt.export`) writes their weights in
+those frameworks' checkpoint formats, and ``--init`` reads them back.
+
 The sparse-conv backend (``torch`` or ``spconv``) is an attribute of each convolution
 (:func:`ppkt.sparse.set_backend`), not of the network: the architecture is written once, here.
 """
@@ -41,6 +47,9 @@ class SparseUNet(nn.Module):
         stem_kernel: odd kernel size of the stem's submanifold conv.
         out_channels: if given, a final 1x1 conv (with bias) maps ``planes[7] -> out_channels``.
         bn_momentum: momentum of every BatchNorm.
+        bn_eps: eps of every BatchNorm.
+        down_expands: the down convs change the channels (``C -> p_i``; Pointcept) instead of the first
+            block of each encoder level (MinkUNet).
         backend: sparse-conv backend of every convolution, ``"torch"`` (default) or ``"spconv"``
             (:data:`ppkt.sparse.BACKENDS`); the parameters and state dict are the same for both.
     """
@@ -55,6 +64,8 @@ class SparseUNet(nn.Module):
         out_channels: int | None = None,
         bn_momentum: float = 0.1,
         backend: str = "torch",
+        bn_eps: float = 1e-5,
+        down_expands: bool = False,
     ) -> None:
         super().__init__()
         planes, layers = tuple(planes), tuple(layers)
@@ -66,15 +77,22 @@ class SparseUNet(nn.Module):
             )
         self.in_channels = in_channels
         self.planes, self.layers = planes, layers
-        self.stem = ConvBNReLU(in_channels, stem_channels, "subm", stem_kernel, bn_momentum=bn_momentum)
+        #: the architecture (every argument but ``backend``), checked by :mod:`ppkt.export`
+        self.arch: dict[str, Any] = dict(
+            in_channels=in_channels, planes=planes, layers=layers, stem_channels=stem_channels,
+            stem_kernel=stem_kernel, out_channels=out_channels, bn_eps=bn_eps, down_expands=down_expands,
+        )  # fmt: skip
+        bn = {"bn_momentum": bn_momentum, "bn_eps": bn_eps}
+        self.stem = ConvBNReLU(in_channels, stem_channels, "subm", stem_kernel, 1, **bn)
 
         self.down = nn.ModuleList()
         self.enc = nn.ModuleList()
         c = stem_channels
         skip_channels = [stem_channels]
         for i in range(4):
-            self.down.append(ConvBNReLU(c, c, "down", 2, 2, bn_momentum))
-            self.enc.append(make_layer(c, planes[i], layers[i], bn_momentum))
+            d = planes[i] if down_expands else c
+            self.down.append(ConvBNReLU(c, d, "down", 2, 2, **bn))
+            self.enc.append(make_layer(d, planes[i], layers[i], **bn))
             c = planes[i]
             skip_channels.append(c)
 
@@ -82,8 +100,8 @@ class SparseUNet(nn.Module):
         self.dec = nn.ModuleList()
         for j in range(4):
             p = planes[4 + j]
-            self.up.append(ConvBNReLU(c, p, "up", 2, 2, bn_momentum))
-            self.dec.append(make_layer(p + skip_channels[3 - j], p, layers[4 + j], bn_momentum))
+            self.up.append(ConvBNReLU(c, p, "up", 2, 2, **bn))
+            self.dec.append(make_layer(p + skip_channels[3 - j], p, layers[4 + j], **bn))
             c = p
 
         self.head: SubMConv3d | None = None
@@ -124,7 +142,23 @@ STUDENT_PRESETS: dict[str, dict[str, Any]] = {
         "stem_channels": 32,
         "stem_kernel": 5,
     },
+    # Pointcept's SpUNet-v1m1 (pointcept/models/sparse_unet/spconv_unet_v1m1.py, default arguments):
+    # channel-changing down convs, BN eps 1e-3 / momentum 0.01
+    "spunet_v1m1": {
+        "planes": (32, 64, 128, 256, 256, 128, 96, 96),
+        "layers": (2, 3, 4, 6, 2, 2, 2, 2),
+        "stem_channels": 32,
+        "stem_kernel": 5,
+        "bn_eps": 1e-3,
+        "bn_momentum": 0.01,
+        "down_expands": True,
+    },
 }
+
+
+# MinkowskiEngine's / SLidR's MinkUNet34C (examples/minkunet.py): the same network as res16unet34c, named
+# as its target for `ppkt export --to minkunet34c`
+STUDENT_PRESETS["minkunet34c"] = dict(STUDENT_PRESETS["res16unet34c"])
 
 
 def _make_preset(name: str, in_channels: int, **overrides: Any) -> SparseUNet:
