@@ -158,6 +158,8 @@ class LossConfig:
     num_pairs: int = 4096
     #: > 0: pool points and pixels over SLIC superpixels of about this many segments per image (SLidR)
     superpixels: int = 0
+    #: under DDP, every point's negatives are the pixels of all processes (gathered with gradients)
+    gather_distributed: bool = True
 
     def validate(self, prefix: str = "loss") -> None:
         from ppkt.losses import LOSSES
@@ -203,6 +205,8 @@ class TrainerConfig:
     threads: int | None = None
     log_every_n_steps: int = 5
     progress_bar: bool = True
+    #: under DDP, the student's BatchNorm statistics are those of every process's voxels
+    sync_batchnorm: bool = True
 
     def validate(self, prefix: str = "trainer") -> None:
         checks.at_least(prefix, "max_epochs", self.max_epochs, 1)

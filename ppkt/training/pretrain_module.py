@@ -11,9 +11,10 @@ from torch import Tensor
 
 from ppkt.config import PretrainConfig, from_dict, to_dict
 from ppkt.data.sample import PairedBatch
+from ppkt.distributed import all_true
 from ppkt.losses import PPNCELoss, build_loss
 from ppkt.models.heads import ProjectionHead
-from ppkt.models.student import build_student
+from ppkt.models.student import build_student, sync_batchnorm
 from ppkt.models.teachers import build_teacher
 from ppkt.models.upl import UpsamplingProjection, sample_pixels
 from ppkt.sparse import SparseTensor
@@ -36,8 +37,14 @@ class PPKTPretrainModule(L.LightningModule):
             self.teacher.out_channels, self.teacher.strides, cfg.upl.dim, cfg.upl.output_stride
         )
         self.student = build_student(cfg.student.name, in_channels, backend=cfg.student.backend)
+        sync_batchnorm(self.student, cfg.trainer.sync_batchnorm)  # acts under DDP only
         self.head = ProjectionHead(self.student.out_channels, cfg.upl.dim)
-        loss = build_loss(cfg.loss.name, temperature=cfg.loss.temperature, num_pairs=cfg.loss.num_pairs)
+        loss = build_loss(
+            cfg.loss.name,
+            temperature=cfg.loss.temperature,
+            num_pairs=cfg.loss.num_pairs,
+            gather_distributed=cfg.loss.gather_distributed,
+        )
         assert isinstance(loss, PPNCELoss)
         self.loss = loss
         self.step_losses: list[float] = []
@@ -103,27 +110,37 @@ class PPKTPretrainModule(L.LightningModule):
             pixels = self.pixel_embeddings(
                 features, batch.image_size, batch.pair_image[idx], batch.pair_uv[idx]
             )
-        loss = self.loss(points, pixels)
+        # under DDP the logits hold every process's pixels, and loss and top-1 are this process's share of
+        # the global means (PPNCELoss.mean)
+        logits, target = self.loss.logits(points, pixels)
+        loss = self.loss.mean(F.cross_entropy(logits, target, reduction="none"), logits)
         with torch.no_grad():
-            sim = points @ pixels.T
-            top1 = (sim.argmax(dim=1) == torch.arange(len(idx), device=sim.device)).float().mean()
+            top1 = self.loss.mean((logits.argmax(dim=1) == target).float(), logits)
         return {
             "loss": loss,
             "top1": top1,
-            "pairs": torch.tensor(float(len(idx))),
-            "voxels": torch.tensor(float(batch.coords.shape[0])),
+            "pairs": loss.new_tensor(float(len(idx))),
+            "voxels": loss.new_tensor(float(batch.coords.shape[0])),
         }
 
     # ------------------------------------------------------------------ Lightning hooks
+    def reduce(self, out: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The step's scalars averaged over the processes (one all-reduce): loss and top-1 of the whole
+        global batch, ``pairs`` and ``voxels`` per process. The values themselves in one process."""
+        values = torch.stack([v.detach().float() for v in out.values()])
+        values = self.trainer.strategy.reduce(values, reduce_op="mean")
+        return dict(zip(out, values, strict=True))
+
     def training_step(self, batch: PairedBatch | None, batch_idx: int) -> Tensor | None:
         if batch is None or batch.pair_voxel.shape[0] < 2:
             return None
         out = self(batch)
         bs = batch.batch_size
-        for k, v in out.items():
+        for k, v in self.reduce(out).items():  # already reduced over the processes: no sync_dist
             self.log(f"train/{k}", v, prog_bar=k in ("loss", "top1"), batch_size=bs)
+            if k == "loss":
+                self.step_losses.append(float(v))
         self.log("lr", self.optimizers().param_groups[0]["lr"], batch_size=bs)  # type: ignore[union-attr]
-        self.step_losses.append(float(out["loss"].detach()))
         return out["loss"]
 
     def validation_step(self, batch: PairedBatch | None, batch_idx: int) -> None:
@@ -142,4 +159,10 @@ class PPKTPretrainModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        return batch.to(device) if isinstance(batch, PairedBatch) else batch
+        """The batch on ``device``, or ``None`` (Lightning skips the step) when it has fewer than 2 pairs
+        (its frames were skipped as bad) — under DDP, on any process: the processes skip a batch together,
+        as one left out would leave the others waiting in the step's collectives."""
+        if not isinstance(batch, PairedBatch | None):
+            return batch
+        usable = all_true(batch is not None and batch.pair_voxel.shape[0] >= 2, device)
+        return batch.to(device) if usable and batch is not None else None
