@@ -203,9 +203,12 @@ class TrainerConfig:
     threads: int | None = None
     log_every_n_steps: int = 5
     progress_bar: bool = True
+    #: ``checkpoints/last.ckpt`` is rewritten every this many optimizer steps (and at the end; 0: only there)
+    checkpoint_every_n_steps: int = 50
 
     def validate(self, prefix: str = "trainer") -> None:
         checks.at_least(prefix, "max_epochs", self.max_epochs, 1)
+        checks.at_least(prefix, "checkpoint_every_n_steps", self.checkpoint_every_n_steps, 0)
         if not (self.max_steps == -1 or self.max_steps >= 1):
             raise ConfigError(
                 f"config key '{key(prefix, 'max_steps')}': must be >= 1, or -1 (use max_epochs), "
