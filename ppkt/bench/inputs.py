@@ -87,7 +87,9 @@ def load_pretrain_batches(
 
     frames = pretrain_frames(cfg, batch_size * n_batches)
     torch.manual_seed(seed)
-    loader = make_loader(cfg.data, frames, batch_size, True, num_workers=0, feature_cache=feature_cache)
+    loader = make_loader(
+        cfg.data, frames, batch_size, True, num_workers=0, feature_cache=feature_cache, seed=seed
+    )
     out = []
     for b in loader:
         if b is not None:

@@ -207,9 +207,12 @@ class TrainerConfig:
     progress_bar: bool = True
     #: under DDP, the student's BatchNorm statistics are those of every process's voxels
     sync_batchnorm: bool = True
+    #: ``checkpoints/last.ckpt`` is rewritten every this many optimizer steps (and at the end; 0: only there)
+    checkpoint_every_n_steps: int = 50
 
     def validate(self, prefix: str = "trainer") -> None:
         checks.at_least(prefix, "max_epochs", self.max_epochs, 1)
+        checks.at_least(prefix, "checkpoint_every_n_steps", self.checkpoint_every_n_steps, 0)
         if not (self.max_steps == -1 or self.max_steps >= 1):
             raise ConfigError(
                 f"config key '{key(prefix, 'max_steps')}': must be >= 1, or -1 (use max_epochs), "

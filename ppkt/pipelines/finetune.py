@@ -16,7 +16,7 @@ from ppkt.data.segmentation import SceneSegmentationDataset
 from ppkt.data.types import FusedScene
 from ppkt.errors import ConfigError, DataError
 from ppkt.training.common import (
-    checkpoint_callback,
+    checkpoint_callbacks,
     load_run_checkpoint,
     output_dir,
     resolve_precision,
@@ -25,6 +25,7 @@ from ppkt.training.common import (
     write_json,
 )
 from ppkt.training.data import num_input_features
+from ppkt.training.resume import AtomicCheckpointIO
 from ppkt.training.seg_data import SceneSplits, eval_loader, load_scene_splits, require_labels, train_loader
 from ppkt.training.seg_module import SegmentationModule, iou_from_confusion
 
@@ -107,7 +108,8 @@ def run_finetune(
         accelerator=t.accelerator,
         devices=t.devices,
         precision=resolve_precision(t.precision, t.accelerator),
-        callbacks=[checkpoint_callback(out, "val/miou" if val is not None else None, "max")],
+        callbacks=checkpoint_callbacks(out, "val/miou" if val is not None else None, "max"),
+        plugins=[AtomicCheckpointIO()],
         logger=run_loggers(out),
         log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=t.progress_bar,

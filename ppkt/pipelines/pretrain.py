@@ -16,7 +16,7 @@ from ppkt.models.state import check_state_dict
 from ppkt.pipelines.cache_features import fill_feature_cache
 from ppkt.pipelines.report import pretraining_panels, save_panels
 from ppkt.training.common import (
-    checkpoint_callback,
+    checkpoint_callbacks,
     read_checkpoint,
     resolve_precision,
     run_loggers,
@@ -25,6 +25,7 @@ from ppkt.training.common import (
 )
 from ppkt.training.data import frame_splits, make_loader, num_input_features
 from ppkt.training.pretrain_module import PPKTPretrainModule
+from ppkt.training.resume import AtomicCheckpointIO, ResumeState
 from ppkt.training.retrieval import retrieval_top1
 
 
@@ -36,7 +37,11 @@ def mean_head_tail(values: list[float], fraction: float = 0.1) -> tuple[float, f
     return sum(values[:k]) / k, sum(values[-k:]) / k
 
 
-def build_trainer(cfg: PretrainConfig, out: Path, monitor: str | None) -> L.Trainer:
+def build_trainer(
+    cfg: PretrainConfig, out: Path, monitor: str | None, callbacks: list[L.Callback] | None = None
+) -> L.Trainer:
+    """The Lightning trainer of ``cfg``: ``best.ckpt`` by ``monitor``, ``last.ckpt`` every
+    ``trainer.checkpoint_every_n_steps`` steps and at the end, written atomically; ``callbacks`` added."""
     t = cfg.trainer
     return L.Trainer(
         default_root_dir=out,
@@ -47,7 +52,12 @@ def build_trainer(cfg: PretrainConfig, out: Path, monitor: str | None) -> L.Trai
         num_nodes=t.num_nodes,
         strategy=t.strategy,
         precision=resolve_precision(t.precision, t.accelerator),
-        callbacks=[checkpoint_callback(out, monitor, "min")],
+        callbacks=[
+            *checkpoint_callbacks(out, monitor, "min", t.checkpoint_every_n_steps),
+            *(callbacks or []),
+        ],
+        plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,  # the EpochSampler of make_loader shards itself (ResumeState)
         logger=run_loggers(out),
         log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=t.progress_bar,
@@ -95,16 +105,20 @@ def run_pretrain(cfg: PretrainConfig, out: str | Path, resume: str | None = None
     cache, cache_stats = None, None
     if cfg.teacher.cache:
         cache, cache_stats = fill_feature_cache(cfg, splits.train + splits.heldout, module.teacher)
-    sp = cfg.loss.superpixels
-    train_loader = make_loader(cfg.data, splits.train, bs, train=True, feature_cache=cache, superpixels=sp)
+    sp, seed = cfg.loss.superpixels, cfg.trainer.seed
+    train_loader = make_loader(
+        cfg.data, splits.train, bs, train=True, feature_cache=cache, superpixels=sp, seed=seed
+    )
     val_loader = (
-        make_loader(cfg.data, splits.heldout, bs, train=False, feature_cache=cache, superpixels=sp)
+        make_loader(cfg.data, splits.heldout, bs, train=False, feature_cache=cache, superpixels=sp, seed=seed)
         if splits.heldout
         else None
     )
 
     init_state = copy.deepcopy(module.state_dict())
-    trainer = build_trainer(cfg, out, "val/loss" if val_loader is not None else None)
+    monitor = "val/loss" if val_loader is not None else None
+    resume_state = ResumeState(train_loader, val_loader)
+    trainer = build_trainer(cfg, out, monitor, [resume_state])
     trainer.fit(module, train_loader, val_loader, ckpt_path=resume)
     train_time = time.time() - start
     if resume is None and trainer.global_step == 0:
@@ -126,11 +140,13 @@ def run_pretrain(cfg: PretrainConfig, out: str | Path, resume: str | None = None
         "heldout_frames": len(splits.heldout),
         "wall_time_train_s": round(train_time, 1),
     }
+    if resume_state.resumed_from is not None:
+        metrics["resumed_from_step"] = resume_state.resumed_from
     if cache_stats is not None:
         metrics["teacher_cache"] = cache_stats
     if splits.heldout:
         held = splits.heldout[: cfg.eval.retrieval_frames]
-        loader = make_loader(cfg.data, held, bs, train=False, num_workers=0)
+        loader = make_loader(cfg.data, held, bs, train=False, num_workers=0, seed=cfg.trainer.seed)
         trained = retrieval_top1(module, loader, cfg.eval.retrieval_points, seed=cfg.trainer.seed)
         fresh = copy.deepcopy(module)
         fresh.load_state_dict(init_state)

@@ -11,11 +11,12 @@ from typing import Any, TypeVar
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from ppkt.config import dump_config, to_dict
 from ppkt.errors import ConfigError, WeightsError
+from ppkt.training.resume import LastCheckpoint
 
 
 def resolve_precision(precision: str, accelerator: str) -> Any:
@@ -26,22 +27,29 @@ def resolve_precision(precision: str, accelerator: str) -> Any:
     return "16-mixed" if on_cuda else "32-true"
 
 
-def checkpoint_callback(out: Path, monitor: str | None, mode: str) -> ModelCheckpoint:
-    """``<out>/checkpoints/last.ckpt`` always; ``best.ckpt`` by ``monitor`` (the last one when ``None``)."""
-    return ModelCheckpoint(
+def checkpoint_callbacks(out: Path, monitor: str | None, mode: str, every_n_steps: int = 0) -> list[Callback]:
+    """``<out>/checkpoints/best.ckpt`` by ``monitor`` (the last epoch's when ``None``), and ``last.ckpt``
+    every ``every_n_steps`` optimizer steps (0: never during training) and at the end: always the final
+    state (:class:`~ppkt.training.resume.LastCheckpoint`)."""
+    best = ModelCheckpoint(
         dirpath=out / "checkpoints",
         filename="best",
         monitor=monitor,
         mode=mode,
-        save_last=True,
         save_top_k=1,
         enable_version_counter=False,
+        save_on_train_epoch_end=monitor is None,  # after validation: last.ckpt (saved next) records the best
     )
+    return [best, LastCheckpoint(out / "checkpoints", every_n_steps)]
 
 
 def run_loggers(out: Path) -> list[Logger]:
-    """TensorBoard and CSV, in versioned sub-folders: a resumed run never overwrites earlier logs."""
-    return [TensorBoardLogger(out, name="tensorboard"), CSVLogger(out, name="csv")]
+    """TensorBoard and CSV, in versioned sub-folders: a resumed run never overwrites earlier logs. The CSV
+    rows are appended to the file as they are logged: a killed run keeps them."""
+    return [
+        TensorBoardLogger(out, name="tensorboard"),
+        CSVLogger(out, name="csv", flush_logs_every_n_steps=1),
+    ]
 
 
 def quiet_known_warnings() -> None:
@@ -50,6 +58,8 @@ def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r".*litlogger")
     warnings.filterwarnings("ignore", message=r"You defined a `validation_step` but have no `val_dataloader`")
+    # a mid-epoch resume is exact: ResumeState points the EpochSampler at the next batch
+    warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before")
 
 
 def output_dir(out: str | Path) -> Path:

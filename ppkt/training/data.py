@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader
 
 from ppkt.config.finetune import SegDataConfig
@@ -30,6 +31,7 @@ from ppkt.data.transforms import (
 )
 from ppkt.data.types import FrameRef
 from ppkt.errors import ConfigError
+from ppkt.training.resume import EpochSampler, SeededItems
 
 
 def build_transform(cfg: DataConfig, train: bool, superpixels: int = 0) -> Compose:
@@ -101,7 +103,11 @@ def make_loader(
     num_workers: int | None = None,
     feature_cache: FeatureCache | None = None,
     superpixels: int = 0,
+    seed: int = 0,
 ) -> DataLoader:
+    """Batches of ``frames`` through the training (``train``: shuffled, augmented, incomplete last batch
+    dropped) or evaluation transform. Order and augmentation depend only on ``seed``, the epoch and the
+    frame (:class:`~ppkt.training.resume.EpochSampler`): a resumed run sees an uninterrupted one's batches."""
     ds = FrameDataset(
         frames,
         build_transform(cfg, train, superpixels),
@@ -112,10 +118,11 @@ def make_loader(
     )
     workers = cfg.num_workers if num_workers is None else num_workers
     return DataLoader(
-        ds,
+        SeededItems(ds),
         batch_size=batch_size,
-        shuffle=train,
+        sampler=EpochSampler(len(ds), seed, shuffle=train),
         drop_last=train and len(ds) > batch_size,
+        generator=torch.Generator().manual_seed(seed),  # worker seeds: not drawn from the global state
         num_workers=workers,
         persistent_workers=workers > 0,
         collate_fn=collate_skip,

@@ -19,6 +19,7 @@ from ppkt.models.teachers import build_teacher
 from ppkt.models.upl import UpsamplingProjection, sample_pixels
 from ppkt.sparse import SparseTensor
 from ppkt.training.optim import build_optimizer, trainable, warmup_cosine
+from ppkt.training.resume import TRAIN_PAIRS, VAL_PAIRS, derive_seed
 
 
 class PPKTPretrainModule(L.LightningModule):
@@ -98,13 +99,20 @@ class PPKTPretrainModule(L.LightningModule):
 
         return pool(points), pool(pixels)
 
-    def forward(self, batch: PairedBatch) -> dict[str, Tensor]:
+    def pair_generator(self, stream: int, index: int) -> torch.Generator:
+        """The random generator of one step's pair sampling, seeded from ``(trainer.seed, stream, index,
+        rank)`` alone: a resumed run samples the pairs of the uninterrupted one."""
+        seed = derive_seed(self.cfg.trainer.seed, stream, index, self.global_rank)
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def forward(self, batch: PairedBatch, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """``generator`` draws the sampled pairs (default: torch's global random state)."""
         if self.cfg.loss.superpixels > 0:
             points, pixels = self.superpixel_embeddings(batch)
-            idx = self.loss.sample(points.shape[0], points.device)
+            idx = self.loss.sample(points.shape[0], points.device, generator)
             points, pixels = points[idx], pixels[idx]
         else:
-            idx = self.loss.sample(batch.pair_voxel.shape[0], batch.pair_voxel.device)
+            idx = self.loss.sample(batch.pair_voxel.shape[0], batch.pair_voxel.device, generator)
             points = self.point_embeddings(batch, batch.pair_voxel[idx])
             features = self.teacher_features(batch)
             pixels = self.pixel_embeddings(
@@ -134,7 +142,7 @@ class PPKTPretrainModule(L.LightningModule):
     def training_step(self, batch: PairedBatch | None, batch_idx: int) -> Tensor | None:
         if batch is None or batch.pair_voxel.shape[0] < 2:
             return None
-        out = self(batch)
+        out = self(batch, self.pair_generator(TRAIN_PAIRS, self.global_step))
         bs = batch.batch_size
         for k, v in self.reduce(out).items():  # already reduced over the processes: no sync_dist
             self.log(f"train/{k}", v, prog_bar=k in ("loss", "top1"), batch_size=bs)
@@ -146,7 +154,7 @@ class PPKTPretrainModule(L.LightningModule):
     def validation_step(self, batch: PairedBatch | None, batch_idx: int) -> None:
         if batch is None or batch.pair_voxel.shape[0] < 2:
             return
-        out = self(batch)
+        out = self(batch, self.pair_generator(VAL_PAIRS, batch_idx))
         for k, v in out.items():
             self.log(f"val/{k}", v, batch_size=batch.batch_size, sync_dist=True)
 
