@@ -105,7 +105,7 @@ def run_pretrain(cfg: PretrainConfig, out: str | Path, resume: str | None = None
 
     init_state = copy.deepcopy(module.state_dict())
     trainer = build_trainer(cfg, out, "val/loss" if val_loader is not None else None)
-    trainer.fit(module, train_loader, val_loader, ckpt_path=resume)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
     train_time = time.time() - start
     if resume is None and trainer.global_step == 0:
         raise DataError(
