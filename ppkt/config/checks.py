@@ -7,6 +7,8 @@ wrote. Comparisons are written so that NaN fails every check.
 
 from __future__ import annotations
 
+import importlib.util
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -88,12 +90,90 @@ def trainer_common(prefix: str, trainer: Any) -> None:
     at_least(prefix, "log_every_n_steps", trainer.log_every_n_steps, 1)
     one_of(prefix, "precision", trainer.precision, PRECISIONS)
     one_of(prefix, "accelerator", trainer.accelerator, ACCELERATORS)
-    devices = trainer.devices
-    if isinstance(devices, int) and not (devices >= 1 or devices == -1):
+    if device_request(trainer.devices) is None:
         raise ConfigError(
-            f"config key '{key(prefix, 'devices')}': must be a count >= 1, -1 (all), or a string such as "
-            f"'auto' or '0,1', got {devices}"
+            f"config key '{key(prefix, 'devices')}': must be a count >= 1, -1 (all), 'auto', or device "
+            f"indices as a list such as [0, 1] or a string such as '0,1', got {trainer.devices!r}"
         )
+
+
+def device_request(devices: int | str | list[int]) -> int | str | list[int] | None:
+    """``trainer.devices`` as Lightning reads it: ``"auto"``, a count (``-1`` = all) or a list of device
+    indices; ``None`` when it is none of these (``0``, ``"abc"``, ``[]``, a negative or repeated index)."""
+    if isinstance(devices, str):
+        text = devices.strip()
+        if text == "auto":
+            return text
+        if re.fullmatch(r"-?\d+", text):
+            devices = int(text)
+        elif re.fullmatch(r"\d+(\s*,\s*\d+)*\s*,?", text):  # '0,1' (and Lightning's '1,': index 1)
+            devices = [int(t) for t in text.split(",") if t.strip()]
+        else:
+            return None
+    if isinstance(devices, int):
+        return devices if devices >= 1 or devices == -1 else None
+    if devices and all(i >= 0 for i in devices) and len(set(devices)) == len(devices):
+        return list(devices)
+    return None
+
+
+def strategy(prefix: str, value: str) -> None:
+    """A strategy name Lightning knows (its registry; imported only for a name other than ``auto``)."""
+    if value == "auto":
+        return
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    one_of(prefix, "strategy", value, ["auto", *StrategyRegistry.available_strategies()])
+
+
+def trainer_machine(prefix: str, trainer: Any) -> None:
+    """What a ``trainer`` section asks of this machine, checked before any work (Lightning would fail only
+    after the data split and the teacher cache): a GPU for ``accelerator: gpu|cuda|mps``, device indices
+    and counts the machine has, the packages of ``deepspeed``/``xla`` strategies and a CUDA GPU for
+    ``fsdp``. Separate from the sections' ``validate``, which also runs when a module is rebuilt from the
+    config stored in a checkpoint (possibly on another machine)."""
+    import torch
+
+    acc = trainer.accelerator
+    cuda = torch.cuda.is_available()
+    mps = torch.backends.mps.is_available()
+    if (acc == "cuda" and not cuda) or (acc == "gpu" and not (cuda or mps)):
+        raise ConfigError(
+            f"config key '{key(prefix, 'accelerator')}': {acc!r} needs a GPU, but torch sees none "
+            "(torch.cuda.is_available() is False); use 'auto' or 'cpu'"
+        )
+    if acc == "mps" and not mps:
+        raise ConfigError(
+            f"config key '{key(prefix, 'accelerator')}': 'mps' needs Apple's Metal (MPS), which torch does "
+            "not see on this machine; use 'auto' or 'cpu'"
+        )
+    device = acc if acc in ("cpu", "cuda", "mps") else ("mps" if mps else "cuda" if cuda else "cpu")
+    devices = device_request(trainer.devices)
+    if device == "cpu" and not (devices == "auto" or (isinstance(devices, int) and devices >= 1)):
+        raise ConfigError(
+            f"config key '{key(prefix, 'devices')}': on the CPU it must be a process count >= 1 or 'auto' "
+            f"(-1 and device indices need GPUs, and torch sees none), got {trainer.devices!r}"
+        )
+    if device == "cuda":
+        have = torch.cuda.device_count()
+        wanted = devices if isinstance(devices, list) else None
+        if isinstance(devices, int) and devices > have:
+            raise ConfigError(
+                f"config key '{key(prefix, 'devices')}': asks for {devices} GPUs, but torch sees {have}"
+            )
+        if wanted is not None and max(wanted) >= have:
+            raise ConfigError(
+                f"config key '{key(prefix, 'devices')}': GPU index {max(wanted)} does not exist, torch sees "
+                f"{have} GPU(s) (indices 0..{have - 1})"
+            )
+    name = getattr(trainer, "strategy", "auto")
+    if name.startswith("fsdp") and device != "cuda":
+        raise ConfigError(f"config key '{key(prefix, 'strategy')}': {name!r} needs a CUDA GPU")
+    package = "deepspeed" if name.startswith("deepspeed") else ""
+    if "xla" in name or "tpu" in name:
+        package = "torch_xla"
+    if package and importlib.util.find_spec(package) is None:
+        raise ConfigError(f"config key '{key(prefix, 'strategy')}': {name!r} needs the {package} package")
 
 
 def optim_common(prefix: str, lr: float, weight_decay: float, momentum: float, warmup_steps: int) -> None:

@@ -18,6 +18,11 @@ class DemoConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     workers: int = 2
 
+    def check_machine(self) -> None:
+        """What both trainer sections ask of this machine."""
+        self.pretrain.check_machine("pretrain")
+        self.finetune.check_machine("finetune")
+
     def validate(self, prefix: str = "") -> None:
         if not 0 < self.probe_labels <= 1:
             raise ConfigError(f"config key 'probe_labels': must be in (0, 1], got {self.probe_labels}")

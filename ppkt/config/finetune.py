@@ -72,7 +72,7 @@ class SegTrainerConfig:
     val_every_n_steps: int = 0
     precision: str = "auto"
     accelerator: str = "auto"
-    devices: int | str = 1
+    devices: int | list[int] | str = 1
     seed: int = 0
     threads: int | None = None
     log_every_n_steps: int = 10
@@ -98,6 +98,10 @@ class FinetuneConfig:
     class_weights: Literal["none", "inverse_sqrt"] = "inverse_sqrt"
     optim: SegOptimConfig = field(default_factory=SegOptimConfig)
     trainer: SegTrainerConfig = field(default_factory=SegTrainerConfig)
+
+    def check_machine(self, prefix: str = "") -> None:
+        """What ``trainer`` asks of this machine (:func:`~ppkt.config.checks.trainer_machine`)."""
+        checks.trainer_machine(key(prefix, "trainer"), self.trainer)
 
     def validate(self, prefix: str = "") -> None:
         if not 0 < self.labels <= 1:

@@ -154,7 +154,8 @@ def parse_overrides(items: Sequence[str]) -> list[tuple[str, Any]]:
 
 
 def load_config(cls: type[T], file: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Defaults of ``cls``, then the YAML ``file`` (if any), then the ``key=value`` overrides."""
+    """Defaults of ``cls``, then the YAML ``file`` (if any), then the ``key=value`` overrides; then what the
+    config asks of this machine (its ``check_machine``, when it has one)."""
     tree = to_dict(cls())
     if file is not None:
         path = Path(file)
@@ -172,7 +173,13 @@ def load_config(cls: type[T], file: str | Path | None = None, overrides: Sequenc
         tree = _merge(tree, loaded, "")
     for key, value in parse_overrides(overrides):
         _set_path(tree, key, value)
-    return from_dict(cls, tree)
+    cfg = from_dict(cls, tree)
+    # what the config asks of this machine (a GPU, device indices): checked when a config is loaded to run,
+    # not in ``validate``, which also runs when a checkpoint's stored config is rebuilt on another machine
+    check_machine = getattr(cfg, "check_machine", None)
+    if callable(check_machine):
+        check_machine()
+    return cfg
 
 
 def dump_config(cfg: Any, path: str | Path) -> None:

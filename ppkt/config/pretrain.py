@@ -198,7 +198,7 @@ class TrainerConfig:
     batch_size: int = 8
     precision: str = "auto"
     accelerator: str = "auto"
-    devices: int | str = "auto"
+    devices: int | list[int] | str = "auto"
     num_nodes: int = 1
     strategy: str = "auto"
     seed: int = 0
@@ -220,6 +220,7 @@ class TrainerConfig:
             )
         checks.at_least(prefix, "num_nodes", self.num_nodes, 1)
         checks.trainer_common(prefix, self)
+        checks.strategy(prefix, self.strategy)
 
 
 @dataclass
@@ -242,3 +243,7 @@ class PretrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def check_machine(self, prefix: str = "") -> None:
+        """What ``trainer`` asks of this machine (:func:`~ppkt.config.checks.trainer_machine`)."""
+        checks.trainer_machine(key(prefix, "trainer"), self.trainer)

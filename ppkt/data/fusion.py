@@ -37,13 +37,14 @@ from torch import Tensor
 from ppkt.cache import CacheFolder, jsonable
 from ppkt.data.io.files import files_fingerprint
 from ppkt.data.readers import open_scenes
-from ppkt.data.types import FrameSource, FusedScene
+from ppkt.data.types import Frame, FrameSource, FusedScene
 from ppkt.errors import ConfigError, DataError
 from ppkt.geometry import backproject_depth, float32_shift, pack_keys
 from ppkt.geometry.voxelize import first_by_priority
 
 __all__ = [
     "FUSION_VERSION",
+    "MAX_UNNAMED_LABEL_ID",
     "FusedScene",
     "dataset_info",
     "fuse_scene",
@@ -185,6 +186,34 @@ class _Accumulator:
         return (xyz - float32_shift(xyz)).float(), (self.srgb / (255.0 * c)).float(), label
 
 
+#: The largest label id a scene may use without a ``dataset.json`` that names its classes. Label ids are
+#: class ids (0 = unlabelled) and a segmentation head gets one output per id up to the largest, so an
+#: unbounded id (a 16-bit instance or colour code saved as a label) would silently make a huge head, or
+#: exhaust memory. 255, the usual 8-bit "void", is beyond it: write 0 (unlabelled) for such pixels.
+MAX_UNNAMED_LABEL_ID = 254
+
+
+def check_label_ids(frame: Frame, names: Sequence[str] | None) -> None:
+    """:class:`DataError` naming the label file and the id when ``frame`` has a label id beyond the
+    classes of ``dataset.json`` (``names``), or, without one, beyond :data:`MAX_UNNAMED_LABEL_ID`."""
+    if frame.label is None or frame.label.size == 0:
+        return
+    top = int(frame.label.max())
+    if names is not None and top >= len(names):
+        raise DataError(
+            f"{frame.label_path}: label id {top} is beyond the {len(names)} classes "
+            f"(ids 0..{len(names) - 1}) that the dataset's dataset.json names"
+        )
+    if names is None and top > MAX_UNNAMED_LABEL_ID:
+        void = " (255 is often 'void': write 0 = unlabelled for it)" if top == 255 else ""
+        raise DataError(
+            f"{frame.label_path}: label id {top} exceeds {MAX_UNNAMED_LABEL_ID}, the largest class id "
+            f"allowed without a dataset.json naming the classes{void}; ids are class ids (0 = unlabelled): "
+            'map yours to 1..N, or name them in a dataset.json beside the scenes: {"format": '
+            '"ppkt-rgbd-folder", "recipe": {}, "classes": [name of id 0, name of id 1, ...]}'
+        )
+
+
 def _class_names(info: dict[str, Any] | None) -> tuple[str, ...] | None:
     names = None if info is None else info.get("classes")
     return tuple(str(n) for n in names) if isinstance(names, list) and names else None
@@ -222,6 +251,7 @@ def fuse_scene(
                 f"fuse_scene: skipping bad frame {folder.scene}/{folder.frames[i]}: {e}", stacklevel=2
             )
             continue
+        check_label_ids(fr, names)
         bp = backproject_depth(
             torch.from_numpy(fr.depth).to(torch.float64),
             torch.from_numpy(fr.K),

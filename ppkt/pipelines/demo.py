@@ -21,7 +21,7 @@ from ppkt.errors import ConfigError
 from ppkt.pipelines.finetune import run_finetune
 from ppkt.pipelines.pretrain import run_pretrain
 from ppkt.pipelines.report import gains, plot_report, pretraining_panels, report_markdown, summarize
-from ppkt.training.common import output_dir, write_json
+from ppkt.training.common import load_run_checkpoint, output_dir, write_json
 from ppkt.training.pretrain_module import PPKTPretrainModule
 from ppkt.training.seg_data import SceneSplits, load_scene_splits
 
@@ -135,7 +135,7 @@ def feature_panels(cfg: DemoConfig, ckpt: Path) -> list[tuple[str, Any]]:
     p = cfg.pretrain
     folders = open_scenes(data_root(p.data, verbose=False), p.data.layout)
     frame = folders[-1].read(0)  # the last scene is always held out from pretraining
-    trained = PPKTPretrainModule.load_from_checkpoint(ckpt, map_location="cpu")
+    trained = load_run_checkpoint(PPKTPretrainModule, ckpt, "pretrain")
     import lightning as L
 
     L.seed_everything(p.trainer.seed, verbose=False)

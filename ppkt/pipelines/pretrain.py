@@ -119,7 +119,7 @@ def run_pretrain(cfg: PretrainConfig, out: str | Path, resume: str | None = None
     monitor = "val/loss" if val_loader is not None else None
     resume_state = ResumeState(train_loader, val_loader)
     trainer = build_trainer(cfg, out, monitor, [resume_state])
-    trainer.fit(module, train_loader, val_loader, ckpt_path=resume)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
     train_time = time.time() - start
     if resume is None and trainer.global_step == 0:
         raise DataError(

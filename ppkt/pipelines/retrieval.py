@@ -56,13 +56,16 @@ def run_retrieval_eval(
         root = data_root(cfg.data)
         folders = open_scenes(root, cfg.data.layout)
         frames = [FrameRef(f, j) for f in folders for j in range(0, len(f), cfg.data.frame_skip)]
-        which = "all frames"
+        which = "frames"
     else:
         splits = frame_splits(cfg.data)
         root, frames, which = splits.root, splits.heldout, "held-out frames"
         if not frames:
             raise ConfigError(f"{path}: the checkpoint's data has no held-out frames; pass --data DIR")
+    total = len(frames)
     frames = _even_subset(frames, n_frames)
+    n = len(frames)
+    which = f"all {total} {which}" if n == total else f"{n} of {total} {which} (evenly spaced)"
     loader = make_loader(cfg.data, frames, cfg.trainer.batch_size, train=False, num_workers=0)
     seed = cfg.trainer.seed
     trained = retrieval_top1(module, loader, n_points, seed=seed)

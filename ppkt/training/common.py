@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import warnings
@@ -124,11 +125,21 @@ M = TypeVar("M", bound=L.LightningModule)
 
 def load_run_checkpoint(cls: type[M], path: str | Path, kind: str) -> M:
     """Load a ``ppkt <kind>`` checkpoint on the CPU; a missing or foreign file is a :class:`WeightsError`
-    naming it."""
+    naming it.
+
+    The file is read with ``weights_only=True`` (:func:`read_checkpoint`: tensors and plain data only, so a
+    crafted pickle cannot run code whatever ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says) and the module is
+    rebuilt from its saved hyper-parameters — not through Lightning's ``load_from_checkpoint``, which leaves
+    ``weights_only`` to torch's default. ppkt's checkpoints need no allow-listed class."""
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: checkpoint file does not exist")
+    ckpt = read_checkpoint(path)
+    hparams = ckpt.get("hyper_parameters")
+    if not isinstance(hparams, dict):
+        raise WeightsError(f"{path}: not a ppkt {kind} checkpoint (no hyper_parameters)")
+    accepted = inspect.signature(cls.__init__).parameters
     try:
-        return cls.load_from_checkpoint(path, map_location="cpu")
+        module = cls(**{k: v for k, v in hparams.items() if k in accepted})
+        module.load_state_dict(ckpt["state_dict"])
     except Exception as e:
         raise WeightsError(f"{path}: not a ppkt {kind} checkpoint: {e}") from e
+    return module

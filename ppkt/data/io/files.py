@@ -13,6 +13,18 @@ def natural_key(text: str) -> list[int | str]:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
 
 
+def not_a_file(path: Path, what: str) -> str | None:
+    """Why ``path`` cannot be read as the file ``what`` (``"missing depth image"``, a broken symbolic link or
+    a symlink loop, a folder), or ``None`` when it is a file (links followed)."""
+    if path.is_file():
+        return None
+    if path.is_symlink():
+        return f"{what} is a broken symbolic link or a symlink loop"
+    if path.exists():
+        return f"{what} is not a regular file"
+    return f"missing {what}"
+
+
 def files_fingerprint(paths: Sequence[Path]) -> str:
     """A hash of the names, sizes and modification times of ``paths`` (missing files count as -1)."""
     h = hashlib.sha1()

@@ -7,12 +7,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ppkt.data.io.files import not_a_file
 from ppkt.errors import DataError
 
 
 def _open_image(path: Path, what: str) -> Image.Image:
-    if not path.is_file():
-        raise DataError(f"{path}: missing {what} image")
+    problem = not_a_file(path, f"{what} image")
+    if problem is not None:
+        raise DataError(f"{path}: {problem}")
     img: Image.Image | None = None
     try:
         img = Image.open(path)

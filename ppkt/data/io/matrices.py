@@ -6,13 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ppkt.data.io.files import not_a_file
 from ppkt.errors import DataError
 from ppkt.geometry.rigid import check_rigid
 
 
 def _load_text_matrix(path: Path, what: str) -> np.ndarray:
-    if not path.is_file():
-        raise DataError(f"{path}: missing {what} file")
+    problem = not_a_file(path, f"{what} file")
+    if problem is not None:
+        raise DataError(f"{path}: {problem}")
     try:
         rows = [[float(x) for x in line.split()] for line in path.read_text().splitlines() if line.strip()]
     except (ValueError, UnicodeDecodeError, OSError) as e:
@@ -44,16 +46,36 @@ def read_intrinsics(path: Path) -> np.ndarray:
     return K
 
 
+#: smallest focal length, in image sizes, of a pinhole camera: ``f = 0.05·W`` is a 169° field of view
+MIN_FOCAL_FRACTION = 0.05
+
+
 def check_principal_point(K: np.ndarray, hw: tuple[int, int], intrinsics: object, image: Path) -> None:
-    """:class:`DataError` unless the principal point ``(cx, cy)`` of ``K`` lies inside an image of size
-    ``hw`` — otherwise the intrinsics belong to another resolution (or are normalised) and every point
-    would silently land in the wrong place."""
+    """:class:`DataError` naming ``intrinsics`` unless ``K`` can belong to an image of size ``hw``: the
+    principal point ``(cx, cy)`` lies inside the image, is not within one pixel of its corner while the
+    image is 8 px or more (normalised intrinsics: ``cx = 0.5``), and the focal lengths are at least
+    :data:`MIN_FOCAL_FRACTION` of the image size (a field of view under ~170°). Otherwise the intrinsics
+    belong to another resolution or are normalised, and every point would silently land in the wrong place
+    (normalised ones also blow the scene up to hundreds of metres: a slow, memory-hungry, useless run)."""
     H, W = hw
-    cx, cy = float(K[0, 2]), float(K[1, 2])
+    fx, fy, cx, cy = float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])
+    values = f"(fx={fx:g}, fy={fy:g}, cx={cx:g}, cy={cy:g})"
+    fix = "multiply fx and cx by the image width and fy and cy by the image height"
     if not (0 <= cx <= W and 0 <= cy <= H):
         raise DataError(
             f"{intrinsics}: principal point ({cx}, {cy}) lies outside the {W}x{H} image {image} "
             "(intrinsics of another resolution, or normalised ones? scale them to the image size)"
+        )
+    if cx <= 1 and cy <= 1 and max(H, W) >= 8:
+        raise DataError(
+            f"{intrinsics}: intrinsics {values} look normalised (in image sizes, not pixels) for the {W}x{H} "
+            f"image {image}: {fix}"
+        )
+    if fx < MIN_FOCAL_FRACTION * W or fy < MIN_FOCAL_FRACTION * H:
+        fov = 2 * np.degrees(np.arctan(max(W / (2 * fx), H / (2 * fy))))
+        raise DataError(
+            f"{intrinsics}: focal lengths {values} give a {fov:.0f}° field of view over the {W}x{H} image "
+            f"{image}, not a pinhole camera: normalised intrinsics? {fix}"
         )
 
 

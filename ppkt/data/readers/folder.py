@@ -20,6 +20,7 @@ layout (pattern without ``{frame}``, unknown preset name) raises :class:`~ppkt.e
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -119,19 +120,33 @@ class RGBDFolder(SceneReader):
         if not self.root.is_dir():
             raise DataError(f"{self.root}: scene folder does not exist")
         self.scene = self.root.name
+        self._color_pattern = self.layout.color_patterns()[0]
         self.frames: list[str] = self._discover()
         if not self.frames:
-            raise DataError(f"{self.root}: no frames found (no file matches {self.layout.depth!r})")
+            raise DataError(f"{self.root}: no frames found (no file matches {self._listing_patterns()})")
         self._K: np.ndarray | None = None
 
+    def _listing_patterns(self) -> list[str]:
+        return [*self.layout.color_patterns(), self.layout.depth, self.layout.pose]
+
     def _discover(self) -> list[str]:
-        prefix, suffix = self.layout.depth.split(_PLACEHOLDER)
-        names = []
-        for path in self.root.glob(prefix + "*" + suffix):
-            name = path.name[len(prefix) : len(path.name) - len(suffix)]
-            if name and path.is_file():
-                names.append(name)
-        return sorted(names, key=natural_key)
+        """Every frame with any of its colour, depth or pose files (a broken link counts), naturally sorted: a
+        frame missing one of them is listed, so reading it names the missing file (or ``data.skip_bad``
+        skips it with a warning) instead of it being left out unseen. A file several patterns match belongs
+        to the shortest frame name. Also notes the colour pattern most frames use, which
+        :meth:`color_path` names for a frame without a colour file."""
+        claims: dict[Path, tuple[str, str]] = {}  # file -> (frame name, pattern)
+        for pattern in self._listing_patterns():
+            prefix, suffix = pattern.split(_PLACEHOLDER)
+            for path in self.root.glob(prefix + "*" + suffix):
+                rel = path.relative_to(self.root).as_posix()
+                name = rel[len(prefix) : len(rel) - len(suffix)]
+                if name and not path.is_dir() and (path not in claims or len(name) < len(claims[path][0])):
+                    claims[path] = (name, pattern)
+        colors = Counter(p for _, p in claims.values() if p in self.layout.color_patterns())
+        if colors:
+            self._color_pattern = colors.most_common(1)[0][0]
+        return sorted({name for name, _ in claims.values()}, key=natural_key)
 
     @property
     def K(self) -> np.ndarray:
@@ -145,12 +160,13 @@ class RGBDFolder(SceneReader):
         return self.root / pattern.replace(_PLACEHOLDER, name)
 
     def color_path(self, name: str) -> Path:
-        """The first existing colour file of frame ``name`` (the first pattern when none exists)."""
+        """The first existing colour file of frame ``name`` (when none exists, the file of the pattern most
+        of the scene's frames use: the error names ``.jpg`` in a scene of JPEGs)."""
         candidates = [self.path(p, name) for p in self.layout.color_patterns()]
         for candidate in candidates:
             if candidate.is_file():
                 return candidate
-        return candidates[0]
+        return self.path(self._color_pattern, name)
 
     def frame_files(self, name: str) -> list[Path]:
         """The files frame ``name`` is read from (colour, depth, pose and, when the layout has one, label)."""

@@ -159,7 +159,11 @@ class ScanNetScene(SceneReader):
         depth_dir = self.root / "depth"
         if not depth_dir.is_dir():
             raise DataError(f"{depth_dir}: missing depth folder")
-        names = sorted((p.stem for p in depth_dir.glob("*.png") if p.is_file()), key=natural_key)
+        # a frame is listed by any of its files, so one missing its depth (or colour, or pose) is an error
+        # naming the file when read (or skipped with a warning under data.skip_bad), never left out unseen
+        kinds = [("depth", ".png"), *(("color", ext) for ext in _COLOR_EXTS), ("pose", ".txt")]
+        found = {p.stem for sub, ext in kinds for p in (self.root / sub).glob(f"*{ext}") if not p.is_dir()}
+        names = sorted(found, key=natural_key)
         if not names:
             raise DataError(f"{depth_dir}: no frames found (no depth/*.png)")
         bad = [n for n in names if _non_finite_pose(self.pose_path(n))]

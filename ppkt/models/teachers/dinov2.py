@@ -3,6 +3,7 @@
 Weights are never downloaded: ``weights`` is either a local folder written by Hugging Face
 ``save_pretrained`` (``config.json`` + ``model.safetensors``) or a model id (``facebook/dinov2-small``)
 that must already be in the local Hugging Face cache (``from_pretrained(..., local_files_only=True)``).
+Only ``model.safetensors`` is read (``use_safetensors=True``): a pickled ``pytorch_model.bin`` could run code.
 Plain DINOv2 and DINOv2-with-registers checkpoints are accepted::
 
     images [B, 3, H, W] in [0, 1]  ->  (x - ImageNet mean) / ImageNet std
@@ -91,7 +92,7 @@ def load_dinov2(weights: str | os.PathLike[str], teacher: str = "dinov2") -> nn.
         source = name
     try:
         model, info = transformers.AutoModel.from_pretrained(
-            source, local_files_only=True, output_loading_info=True
+            source, local_files_only=True, output_loading_info=True, use_safetensors=True
         )
     except Exception as exc:  # OSError (not cached / missing files), ValueError (bad id/config), ...
         where = "folder" if source != name else "model id (local Hugging Face cache only)"
