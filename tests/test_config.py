@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
+from typing import get_type_hints
 
 import pytest
 import yaml
 
-from ppkt.config import PretrainConfig, dump_config, load_config, to_dict
+from ppkt.config import FinetuneConfig, PretrainConfig, dump_config, from_dict, load_config, to_dict
+from ppkt.config.demo import DemoConfig
 from ppkt.errors import ConfigError
 
 from .conftest import REPO
 
 
 def _keys(tree: dict, prefix: str = "") -> set[str]:
+    """Every dotted key of a YAML mapping, sections included."""
     out = set()
     for k, v in tree.items():
         out.add(prefix + k)
@@ -22,13 +27,106 @@ def _keys(tree: dict, prefix: str = "") -> set[str]:
     return out
 
 
-def test_default_file_documents_exactly_the_defaults() -> None:
-    path = REPO / "configs" / "pretrain.yaml"
-    assert to_dict(load_config(PretrainConfig, path)) == to_dict(PretrainConfig())
-    assert _keys(yaml.safe_load(path.read_text())) == _keys(to_dict(PretrainConfig()))
+#: every configurable command's dataclass
+CONFIGS: dict[str, type] = {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "demo": DemoConfig}
+
+
+def _fields(cls: type, prefix: str = "") -> set[str]:
+    """Every dotted key of a config dataclass, sections (nested dataclasses) included."""
+    out = set()
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        out.add(prefix + f.name)
+        if dataclasses.is_dataclass(hints[f.name]):
+            out |= _fields(hints[f.name], prefix + f.name + ".")
+    return out
+
+
+def _documented_yaml() -> list[tuple[str, str]]:
+    """``(where, text)`` of every YAML config the project shows: configs/*.yaml and the README's blocks."""
+    out = [(f"configs/{p.name}", p.read_text()) for p in sorted((REPO / "configs").glob("*.yaml"))]
+    readme = (REPO / "README.md").read_text()
+    blocks = re.finditer(r"^```yaml\n(.*?)^```", readme, re.S | re.M)
+    for i, m in enumerate(blocks, 1):
+        out.append((f"README.md yaml block {i} (line {readme.count(chr(10), 0, m.start()) + 1})", m.group(1)))
+    return out
+
+
+DOCUMENTED_YAML = _documented_yaml()
+
+
+@pytest.mark.parametrize("name", ["pretrain", "finetune"])
+def test_default_file_documents_every_field_with_its_default(name: str) -> None:
+    """configs/<command>.yaml holds every field of the command's dataclass (no more), each key with a
+    comment, at exactly the dataclass's defaults."""
+    cls, path = CONFIGS[name], REPO / "configs" / f"{name}.yaml"
+    assert to_dict(load_config(cls, path)) == to_dict(cls())
+    documented = _keys(yaml.safe_load(path.read_text()))
+    assert sorted(_fields(cls) - documented) == [], f"{path.name}: config fields not documented"
+    assert sorted(documented - _fields(cls)) == [], f"{path.name}: keys that are no config field"
     for line in path.read_text().splitlines():  # every key is commented (sections may be self-explanatory)
         if ":" in line and not line.strip().startswith("#") and not line.rstrip().endswith(":"):
-            assert "#" in line, f"undocumented key: {line}"
+            assert "#" in line, f"{path.name}: undocumented key: {line}"
+
+
+@pytest.mark.parametrize(
+    ("where", "text"), DOCUMENTED_YAML, ids=[w.split(" (")[0] for w, _ in DOCUMENTED_YAML]
+)
+def test_every_documented_yaml_key_is_a_config_field(where: str, text: str) -> None:
+    """Every key of configs/*.yaml and of the README's YAML blocks is a field of one config dataclass, and
+    the values are valid for it. The README shows defaults ("every key ..., with its default"), so its
+    blocks must equal the dataclass defaults too."""
+    tree = yaml.safe_load(text)
+    assert isinstance(tree, dict) and tree, f"{where}: not a YAML mapping"
+    unknown = {name: sorted(_keys(tree) - _fields(cls)) for name, cls in CONFIGS.items()}
+    fits = [name for name, keys in unknown.items() if not keys]
+    assert fits, f"{where}: keys that are no config field: {min(unknown.values(), key=len)}"
+    loaded = {name: from_dict(CONFIGS[name], tree) for name in fits}  # types and ranges checked
+    if where.startswith("README"):
+        assert any(cfg == CONFIGS[name]() for name, cfg in loaded.items()), f"{where}: not the defaults"
+
+
+def test_readme_documents_a_yaml_block_per_default_file() -> None:
+    """The README shows configs/pretrain.yaml and configs/finetune.yaml (not necessarily verbatim)."""
+    readme = [
+        tree for where, t in DOCUMENTED_YAML if where.startswith("README") for tree in [yaml.safe_load(t)]
+    ]
+    for name in ("pretrain", "finetune"):
+        keys = _keys(yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text()))
+        assert any(_keys(tree) == keys for tree in readme), f"no README block with every key of {name}.yaml"
+
+
+def test_keys_named_in_readme_prose_are_config_fields() -> None:
+    """Dotted keys in the README's code spans (``data.augment.crop``, ``trainer.devices=4``) and
+    ``key: value`` spans (``class_weights: inverse_sqrt``) name existing config fields."""
+    fields = set().union(*(_fields(cls) for cls in CONFIGS.values()))
+    sections = {k.split(".")[0] for k in fields if "." in k}
+    leaves = {k.rsplit(".", 1)[-1] for k in fields}
+    readme = (REPO / "README.md").read_text()
+    named: list[str] = []
+    for span in re.findall(r"`([^`\n]+)`", readme):
+        for token in span.split():
+            m = re.match(r"\[?([a-z_]+(?:\.[a-z_0-9]+)+)(?:$|[=:\]])", token)
+            if m and m.group(1).split(".")[0] in sections:
+                named.append(m.group(1))
+        m = re.fullmatch(r"([a-z_]+): ([^:]+)", span)
+        if m:
+            assert m.group(1) in leaves, f"README: `{span}`: {m.group(1)!r} is no config field"
+    assert len(named) > 20  # the README names many keys; the pattern still finds them
+    assert sorted({k for k in named if k not in fields}) == [], "README: keys that are no config field"
+
+
+def test_demo_config_keys_are_documented() -> None:
+    """DemoConfig has no YAML file: its own keys are named in the README, and its sections are the
+    pretraining and fine-tuning configs that configs/pretrain.yaml and configs/finetune.yaml document."""
+    readme = (REPO / "README.md").read_text()
+    hints = get_type_hints(DemoConfig)
+    for f in dataclasses.fields(DemoConfig):
+        if dataclasses.is_dataclass(hints[f.name]):
+            assert hints[f.name] is CONFIGS[f.name], f.name
+            assert f"`{f.name}.*`" in readme, f.name
+        else:
+            assert f"`{f.name}`" in readme, f"README does not name the DemoConfig key {f.name!r}"
 
 
 def test_overrides_are_typed() -> None:
@@ -182,26 +280,6 @@ def test_dump_round_trip(tmp_path: Path) -> None:
     cfg = load_config(PretrainConfig, overrides=["loss.temperature=0.04", "data.features=[rgb, height]"])
     dump_config(cfg, tmp_path / "c.yaml")
     assert load_config(PretrainConfig, tmp_path / "c.yaml") == cfg
-
-
-def test_readme_shows_the_default_config_verbatim() -> None:
-    readme = (REPO / "README.md").read_text()
-    assert (REPO / "configs" / "pretrain.yaml").read_text() in readme
-
-
-def test_finetune_default_file_documents_exactly_the_defaults() -> None:
-    from ppkt.config import FinetuneConfig
-
-    path = REPO / "configs" / "finetune.yaml"
-    assert to_dict(load_config(FinetuneConfig, path)) == to_dict(FinetuneConfig())
-    assert _keys(yaml.safe_load(path.read_text())) == _keys(to_dict(FinetuneConfig()))
-    for line in path.read_text().splitlines():
-        if ":" in line and not line.strip().startswith("#") and not line.rstrip().endswith(":"):
-            assert "#" in line, f"undocumented key: {line}"
-
-
-def test_readme_shows_the_finetune_config_verbatim() -> None:
-    assert (REPO / "configs" / "finetune.yaml").read_text() in (REPO / "README.md").read_text()
 
 
 def test_cli_overrides_on_both_sides_of_options() -> None:
