@@ -14,7 +14,7 @@ from ppkt.config import FinetuneConfig, PretrainConfig, dump_config, from_dict, 
 from ppkt.config.demo import DemoConfig
 from ppkt.errors import ConfigError
 
-from .conftest import REPO
+from .conftest import REPO, assert_mentions
 
 
 def _keys(tree: dict, prefix: str = "") -> set[str]:
@@ -148,91 +148,91 @@ def test_exponent_without_dot_is_a_number(tmp_path: Path) -> None:
     assert load_config(PretrainConfig, f).optim.lr == pytest.approx(3e-3)
 
 
+# Each bad value is refused with an error that names the stable parts: the full key, the value it got and
+# the allowed range or choices; the sentence around them is free to change.
 @pytest.mark.parametrize(
-    ("override", "message"),
+    ("override", "parts"),
     [
-        ("data.vox=1", "unknown config key 'data.vox'; valid keys of 'data': \\['root'"),
-        ("nope=1", "unknown config key 'nope'"),
-        ("upl.output_stride=3", "one of \\[1, 2, 4, 8\\]"),
-        ("data.voxel_size=abc", "'data.voxel_size': 'abc' is not a number"),
-        ("data.image_size=[1]", "a list of 2 values"),
-        ("data.heldout=1.5", "data.heldout"),
-        ("data.augment.color_jitter.gray=2", "'data.augment.color_jitter.gray': must be in \\[0, 1\\]"),
-        ("data.voxel_size.x=1", "not a section"),
-        ("novalue", "key=value"),
+        ("data.vox=1", ["'data.vox'", "'voxel_size'"]),  # the unknown key and the valid ones
+        ("nope=1", ["'nope'", "'data'"]),
+        ("upl.output_stride=3", ["'upl.output_stride'", "3", "[1, 2, 4, 8]"]),
+        ("data.voxel_size=abc", ["'data.voxel_size'", "'abc'"]),
+        ("data.image_size=[1]", ["'data.image_size'", "[1]", "2"]),
+        ("data.heldout=1.5", ["'data.heldout'", "1.5"]),
+        ("data.augment.color_jitter.gray=2", ["'data.augment.color_jitter.gray'", "2.0", "[0, 1]"]),
+        ("data.voxel_size.x=1", ["'data.voxel_size.x'", "'data.voxel_size'", "section"]),
+        ("novalue", ["'novalue'", "key=value"]),
     ],
 )
-def test_bad_overrides(override: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
+def test_bad_overrides(override: str, parts: list[str]) -> None:
+    with pytest.raises(ConfigError) as err:
         load_config(PretrainConfig, overrides=[override])
+    assert_mentions(err.value, *parts)
 
 
 @pytest.mark.parametrize(
-    ("override", "message"),
+    ("override", "parts"),
     [
-        ("optim.lr=-1", "'optim.lr': must be a finite number > 0, got -1.0"),
-        ("optim.lr=.nan", "'optim.lr': must be a finite number > 0, got nan"),
-        ("optim.weight_decay=-1", "'optim.weight_decay': must be >= 0"),
-        ("optim.momentum=1", "'optim.momentum': must be in \\[0, 1\\)"),
-        ("optim.warmup_steps=-5", "'optim.warmup_steps': must be >= 0"),
-        ("trainer.max_epochs=0", "'trainer.max_epochs': must be >= 1"),
-        ("trainer.max_steps=0", "'trainer.max_steps': must be >= 1, or -1"),
-        ("trainer.batch_size=0", "'trainer.batch_size': must be >= 1"),
-        ("trainer.threads=-1", "'trainer.threads': must be >= 1"),
-        ("trainer.precision=foo", "'trainer.precision': 'foo' is not one of \\['auto'"),
-        ("trainer.accelerator=foo", "'trainer.accelerator': 'foo' is not one of"),
-        ("trainer.devices=0", "'trainer.devices': must be a count >= 1"),
-        ("data.num_workers=-1", "'data.num_workers': must be >= 0"),
-        ("data.features=[foo]", "'data.features': must be distinct names from \\['rgb', 'ones', 'height'\\]"),
-        ("data.features=[]", "'data.features'"),
-        ("data.features=[rgb, rgb]", "'data.features'"),
-        ("data.min_depth=7", "need 0 <= min_depth < max_depth, got 7.0 and 6.0"),
-        ("data.augment.scale=[-1, 0]", "'data.augment.scale': must be \\[a, b\\] with 0 < a <= b"),
-        (
-            "data.augment.crop_scale=[0.5, 2]",
-            "'data.augment.crop_scale': must be \\[a, b\\] with 0 < a <= b <= 1",
-        ),
-        ("data.augment.flip=2", "'data.augment.flip': must be in \\[0, 1\\]"),
-        ("loss.temperature=0", "'loss.temperature': must be a finite number > 0"),
-        ("loss.num_pairs=1", "'loss.num_pairs': must be 0 \\(all\\) or >= 2"),
-        ("eval.retrieval_points=1", "'eval.retrieval_points': must be >= 2"),
-        ("teacher.name=foo", "'teacher.name': 'foo' is not one of \\[.*'efficientnet_lite0'"),
-        ("teacher.layers=[]", "'teacher.layers': must be distinct layer names of efficientnet_lite0"),
-        ("teacher.layers=[foo]", "'teacher.layers'.*got \\['foo'\\]"),
-        ("teacher.layers=[stage7, stage7]", "'teacher.layers'"),
+        ("optim.lr=-1", ["'optim.lr'", "-1.0", "> 0"]),
+        ("optim.lr=.nan", ["'optim.lr'", "nan"]),
+        ("optim.weight_decay=-1", ["'optim.weight_decay'", "-1.0", ">= 0"]),
+        ("optim.momentum=1", ["'optim.momentum'", "1.0", "[0, 1)"]),
+        ("optim.warmup_steps=-5", ["'optim.warmup_steps'", "-5", ">= 0"]),
+        ("trainer.max_epochs=0", ["'trainer.max_epochs'", "0", ">= 1"]),
+        ("trainer.max_steps=0", ["'trainer.max_steps'", "0", ">= 1", "-1"]),
+        ("trainer.batch_size=0", ["'trainer.batch_size'", "0", ">= 1"]),
+        ("trainer.threads=-1", ["'trainer.threads'", "-1", ">= 1"]),
+        ("trainer.precision=foo", ["'trainer.precision'", "'foo'", "'auto'", "'32-true'"]),
+        ("trainer.accelerator=foo", ["'trainer.accelerator'", "'foo'", "'cpu'"]),
+        ("trainer.devices=0", ["'trainer.devices'", "0", ">= 1", "'auto'"]),
+        ("data.num_workers=-1", ["'data.num_workers'", "-1", ">= 0"]),
+        ("data.features=[foo]", ["'data.features'", "['foo']", "['rgb', 'ones', 'height']"]),
+        ("data.features=[]", ["'data.features'", "[]"]),
+        ("data.features=[rgb, rgb]", ["'data.features'", "['rgb', 'rgb']", "distinct"]),
+        ("data.min_depth=7", ["'data.min_depth'", "'data.max_depth'", "7.0", "6.0"]),
+        ("data.augment.scale=[-1, 0]", ["'data.augment.scale'", "[-1.0, 0.0]", "0 < a <= b"]),
+        ("data.augment.crop_scale=[0.5, 2]", ["'data.augment.crop_scale'", "[0.5, 2.0]", "<= 1"]),
+        ("data.augment.flip=2", ["'data.augment.flip'", "2.0", "[0, 1]"]),
+        ("loss.temperature=0", ["'loss.temperature'", "0.0", "> 0"]),
+        ("loss.num_pairs=1", ["'loss.num_pairs'", "1", ">= 2"]),
+        ("eval.retrieval_points=1", ["'eval.retrieval_points'", "1", ">= 2"]),
+        ("teacher.name=foo", ["'teacher.name'", "'foo'", "'efficientnet_lite0'"]),
+        ("teacher.layers=[]", ["'teacher.layers'", "efficientnet_lite0", "[]"]),
+        ("teacher.layers=[foo]", ["'teacher.layers'", "['foo']", "'stage3'"]),
+        ("teacher.layers=[stage7, stage7]", ["'teacher.layers'", "['stage7', 'stage7']", "distinct"]),
         # the default layers are EfficientNet's: another teacher needs its own (or null)
-        ("teacher.name=resnet18", "'teacher.layers': must be distinct layer names of resnet18 .*or null"),
-        ("student.name=foo", "'student.name': 'foo' is not one of .*'unet_small'"),
-        ("loss.name=foo", "'loss.name': 'foo' is not one of \\['ppnce'\\]"),
+        ("teacher.name=resnet18", ["'teacher.layers'", "resnet18", "'layer1'", "null"]),
+        ("student.name=foo", ["'student.name'", "'foo'", "'unet_small'"]),
+        ("loss.name=foo", ["'loss.name'", "'foo'", "'ppnce'"]),
     ],
 )
-def test_out_of_range_values_name_their_key(override: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
+def test_out_of_range_values_name_their_key(override: str, parts: list[str]) -> None:
+    with pytest.raises(ConfigError) as err:
         load_config(PretrainConfig, overrides=[override])
+    assert_mentions(err.value, *parts)
     assert load_config(
         PretrainConfig, overrides=["trainer.devices=-1", "trainer.max_steps=-1"]
     )  # all / epochs
 
 
 @pytest.mark.parametrize(
-    ("override", "message"),
+    ("override", "parts"),
     [
-        ("optim.head_lr=-1", "'optim.head_lr': must be a finite number > 0"),
-        ("optim.head_only_steps=-1", "'optim.head_only_steps': must be >= 0"),
-        ("trainer.max_steps=0", "'trainer.max_steps': must be >= 1"),
-        ("trainer.val_every_n_steps=-1", "'trainer.val_every_n_steps': must be >= 0"),
-        ("data.augment.scale=[-1, 0]", "'data.augment.scale'"),
-        ("data.augment.crop=0", "'data.augment.crop': must be a finite number > 0"),
-        ("data.fuse_voxel_size=0", "'data.fuse_voxel_size'"),
-        ("data.features=[foo]", "'data.features'"),
-        ("labels=0", "'labels': must be in \\(0, 1\\]"),
+        ("optim.head_lr=-1", ["'optim.head_lr'", "-1.0", "> 0"]),
+        ("optim.head_only_steps=-1", ["'optim.head_only_steps'", "-1", ">= 0"]),
+        ("trainer.max_steps=0", ["'trainer.max_steps'", "0", ">= 1"]),
+        ("trainer.val_every_n_steps=-1", ["'trainer.val_every_n_steps'", "-1", ">= 0"]),
+        ("data.augment.scale=[-1, 0]", ["'data.augment.scale'", "[-1.0, 0.0]"]),
+        ("data.augment.crop=0", ["'data.augment.crop'", "0.0", "> 0"]),
+        ("data.fuse_voxel_size=0", ["'data.fuse_voxel_size'", "0.0"]),
+        ("data.features=[foo]", ["'data.features'", "['foo']"]),
+        ("labels=0", ["'labels'", "0.0", "(0, 1]"]),
     ],
 )
-def test_finetune_out_of_range_values_name_their_key(override: str, message: str) -> None:
-    from ppkt.config import FinetuneConfig
-
-    with pytest.raises(ConfigError, match=message):
+def test_finetune_out_of_range_values_name_their_key(override: str, parts: list[str]) -> None:
+    with pytest.raises(ConfigError) as err:
         load_config(FinetuneConfig, overrides=[override])
+    assert_mentions(err.value, *parts)
 
 
 def test_valid_teacher_choices_and_cache_dirs_pass(tmp_path: Path) -> None:
@@ -243,37 +243,38 @@ def test_valid_teacher_choices_and_cache_dirs_pass(tmp_path: Path) -> None:
     assert load_config(PretrainConfig, overrides=[f"data.cache_dir={tmp_path / 'new'}"])
     a_file = tmp_path / "afile"
     a_file.write_text("x")
-    with pytest.raises(ConfigError, match=f"'data.cache_dir': {a_file} exists and is not a folder"):
-        load_config(PretrainConfig, overrides=[f"data.cache_dir={a_file}"])
-    from ppkt.config import FinetuneConfig
-
-    with pytest.raises(ConfigError, match=r"'data\.cache_dir'"):
-        load_config(FinetuneConfig, overrides=[f"data.cache_dir={a_file}"])
+    for cls in (PretrainConfig, FinetuneConfig):
+        with pytest.raises(ConfigError) as err:
+            load_config(cls, overrides=[f"data.cache_dir={a_file}"])
+        assert_mentions(err.value, "'data.cache_dir'", a_file, "not a folder")
 
 
 def test_demo_checks_every_section_before_running() -> None:
     """Nested sections name their full dotted key; demo-level values are checked at load time."""
-    from ppkt.config.demo import DemoConfig
-
-    with pytest.raises(ConfigError, match=r"'finetune\.trainer\.max_steps': must be >= 1"):
-        load_config(DemoConfig, overrides=["finetune.trainer.max_steps=0"])
-    with pytest.raises(ConfigError, match=r"'pretrain\.optim\.lr'"):
-        load_config(DemoConfig, overrides=["pretrain.optim.lr=0"])
-    with pytest.raises(ConfigError, match="'probe_labels': must be in \\(0, 1\\]"):
-        load_config(DemoConfig, overrides=["probe_labels=2"])
+    for override, parts in [
+        ("finetune.trainer.max_steps=0", ["'finetune.trainer.max_steps'", "0", ">= 1"]),
+        ("pretrain.optim.lr=0", ["'pretrain.optim.lr'", "0.0"]),
+        ("probe_labels=2", ["'probe_labels'", "2", "(0, 1]"]),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            load_config(DemoConfig, overrides=[override])
+        assert_mentions(err.value, *parts)
 
 
 def test_file_with_unknown_key_is_rejected(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
     f.write_text("trainer:\n  max_epoch: 3\n")
-    with pytest.raises(ConfigError, match=r"unknown config key 'trainer\.max_epoch'.*max_epochs"):
+    with pytest.raises(ConfigError) as err:
         load_config(PretrainConfig, f)
-    with pytest.raises(ConfigError, match="cannot read"):
+    assert_mentions(err.value, "'trainer.max_epoch'", "max_epochs")
+    with pytest.raises(ConfigError) as err:
         load_config(PretrainConfig, tmp_path / "missing.yaml")
+    assert_mentions(err.value, tmp_path / "missing.yaml")
     binary = tmp_path / "binary.yaml"
     binary.write_bytes(b"\xff\xfe\x00garbage")
-    with pytest.raises(ConfigError, match=r"binary\.yaml: not a text \(UTF-8\) YAML file"):
+    with pytest.raises(ConfigError) as err:
         load_config(PretrainConfig, binary)
+    assert_mentions(err.value, binary, "UTF-8")
 
 
 def test_dump_round_trip(tmp_path: Path) -> None:
