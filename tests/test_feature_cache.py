@@ -25,7 +25,7 @@ from ppkt.data.types import CachedFeatures
 from ppkt.models.teachers import build_teacher
 from ppkt.pipelines.cache_features import feature_cache_for, fill_feature_cache
 from ppkt.training.data import frame_splits, make_loader
-from tests.conftest import TINY_PRETRAIN
+from tests.conftest import TINY_PRETRAIN, assert_mentions
 
 H, W = 96, 128  # original frame
 HC, WC = 48, 64  # cache image size
@@ -189,49 +189,33 @@ def test_missing_cache_entry_is_a_clear_error(tiny_synth: Path, tmp_path: Path) 
     splits = frame_splits(cfg.data, verbose=False)
     cache, _ = fill_feature_cache(cfg, splits.train[:1], verbose=False)
     loader = make_loader(cfg.data, splits.train[1:2], 1, train=True, num_workers=0, feature_cache=cache)
-    with pytest.raises(DataError, match=r"not in the teacher-feature cache.*cache-features"):
+    with pytest.raises(DataError) as err:
         next(iter(loader))
+    assert_mentions(err.value, splits.train[1].name, cache.root, "cache-features")  # frame, cache, remedy
 
 
 def test_cache_features_cli_then_cached_pretraining_and_retrieval_eval(
-    tiny_synth: Path, tmp_path: Path
+    pretrain_run: Path, tiny_synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    common = [f"data.root={tiny_synth}", f"data.cache_dir={tmp_path / 'cache'}", *TINY_PRETRAIN]
-    assert main(["cache-features", *common]) == 0
-    out = tmp_path / "run"
-    assert main(["pretrain", "--out", str(out), "teacher.cache=true", *common]) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
+    """The shared pretraining run filled its fresh cache with ``ppkt cache-features``, then pretrained."""
+    metrics = json.loads((pretrain_run / "metrics.json").read_text())
     assert metrics["teacher_cache"]["computed"] == 0  # everything came from `cache-features`
     assert metrics["teacher_cache"]["reused"] == metrics["train_frames"] + metrics["heldout_frames"]
     assert metrics["loss_final"] > 0
 
     ev = tmp_path / "eval"
-    ckpt = out / "checkpoints" / "last.ckpt"
-    assert (
-        main(
-            [
-                "evaluate",
-                "--task",
-                "retrieval",
-                "--ckpt",
-                str(ckpt),
-                "--data",
-                str(tiny_synth),
-                "--out",
-                str(ev),
-            ]
-        )
-        == 0
-    )
+    ckpt = pretrain_run / "checkpoints" / "last.ckpt"
+    args = ["evaluate", "--task", "retrieval", "--ckpt", str(ckpt), "--data", str(tiny_synth)]
+    assert main([*args, "--out", str(ev)]) == 0
     m = json.loads((ev / "metrics.json").read_text())
     assert {"retrieval_top1", "retrieval_top1_random_init", "retrieval_chance"} <= set(m)
     assert 0 <= m["retrieval_top1"] <= 1 and 0 < m["retrieval_chance"] <= 0.5
     assert m["retrieval_frames"] == 2  # eval.retrieval_frames of the checkpoint's config
     # a pretraining checkpoint is not a fine-tuning one and vice versa: clear errors
-    assert (
-        main(["evaluate", "--task", "retrieval", "--ckpt", str(tmp_path / "nope.ckpt"), "--out", str(ev)])
-        == 2
-    )
+    missing = tmp_path / "nope.ckpt"
+    capsys.readouterr()
+    assert main(["evaluate", "--task", "retrieval", "--ckpt", str(missing), "--out", str(ev)]) == 2
+    assert_mentions(capsys.readouterr().err, missing)
 
 
 def test_weights_identity_follows_files_and_folders(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from ppkt.cli.main import main
@@ -18,19 +19,7 @@ from ppkt.errors import WeightsError
 from ppkt.pipelines.report import gains, summarize
 from ppkt.training.seg_module import iou_from_confusion, load_pretrained_student
 
-from .conftest import TINY_PRETRAIN
-
-TINY_FINETUNE = [
-    "data.voxel_size=0.1",
-    "data.fuse_voxel_size=0.05",
-    "data.test=0.3",
-    "data.val=0.0",
-    "trainer.max_steps=3",
-    "trainer.batch_size=2",
-    "trainer.progress_bar=false",
-    "trainer.threads=2",
-    "trainer.log_every_n_steps=1",
-]
+from .conftest import TINY_FINETUNE, assert_mentions
 
 
 def test_iou_from_confusion_hand_case() -> None:
@@ -80,35 +69,16 @@ def test_pretrained_checkpoint_errors(tmp_path: Path) -> None:
         load_pretrained_student(tmp_path / "other.ckpt")
 
 
-@pytest.fixture(scope="module")
-def pretrained_ckpt(tiny_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pre") / "run"
-    assert main(["pretrain", "--out", str(out), f"data.root={tiny_synth}", *TINY_PRETRAIN]) == 0
-    return out / "checkpoints" / "last.ckpt"
-
-
 def test_finetune_from_pretrained_then_evaluate(
-    tiny_synth: Path, pretrained_ckpt: Path, tmp_path: Path
+    finetune_run: Path, pretrained_ckpt: Path, tmp_path: Path
 ) -> None:
-    out = tmp_path / "ft"
-    args = [
-        "finetune",
-        "--out",
-        str(out),
-        "--init",
-        str(pretrained_ckpt),
-        "--labels",
-        "0.5",
-        "--seed",
-        "1",
-        f"data.root={tiny_synth}",
-        *TINY_FINETUNE,
-    ]
-    assert main(args) == 0
+    out = finetune_run  # --init <pretrained> --labels 0.5 --seed 1, 3 steps
     m = json.loads((out / "metrics.json").read_text())
     assert m["init"] == "pretrained" and m["mode"] == "finetune" and m["steps"] == 3
+    assert m["labels"] == 0.5 and m["seed"] == 1
     assert m["train_scenes_labelled"] == 1  # ceil(0.5 · 2 training scenes)
     assert 0 <= m["test"]["miou"] <= 100 and m["test"]["scenes"] == 1
+    assert (out / "config.yaml").is_file() and (out / "csv" / "version_0" / "metrics.csv").is_file()
     # the fine-tuned student started from the pretrained weights (and then moved)
     pre = torch.load(pretrained_ckpt, map_location="cpu", weights_only=True)["state_dict"]
     ft = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
@@ -136,6 +106,7 @@ def test_probe_freezes_the_backbone(tiny_synth: Path, pretrained_ckpt: Path, tmp
                 "--probe",
                 f"data.root={tiny_synth}",
                 *TINY_FINETUNE,
+                "trainer.max_steps=2",
             ]
         )
         == 0
@@ -151,21 +122,21 @@ def test_probe_freezes_the_backbone(tiny_synth: Path, pretrained_ckpt: Path, tmp
 def test_head_only_steps_freeze_the_backbone_first(
     tiny_synth: Path, pretrained_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """LP-FT: with ``head_only_steps`` = every step the backbone (BN statistics included) stays exactly the
-    pretrained one while the head trains; with one step fewer, the last step moves the backbone."""
+    """LP-FT: with ``head_only_steps`` = every step (2) the backbone (BN statistics included) stays exactly
+    the pretrained one while the head trains; with one step fewer, the last step moves the backbone."""
     pre = torch.load(pretrained_ckpt, map_location="cpu", weights_only=True)["state_dict"]
 
     def run(name: str, head_only: int) -> dict[str, torch.Tensor]:
         args = ["finetune", "--out", str(tmp_path / name), "--init", str(pretrained_ckpt)]
-        args += [f"data.root={tiny_synth}", *TINY_FINETUNE, f"optim.head_only_steps={head_only}"]
-        assert main(args) == 0
+        args += [f"data.root={tiny_synth}", *TINY_FINETUNE, "trainer.max_steps=2"]
+        assert main([*args, f"optim.head_only_steps={head_only}"]) == 0
         ckpt = tmp_path / name / "checkpoints" / "last.ckpt"
         sd: dict[str, torch.Tensor] = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
         assert json.loads((tmp_path / name / "metrics.json").read_text())["mode"] == "finetune"
         return sd
 
-    frozen = run("all_head_only", 3)
-    moved = run("then_all", 2)
+    frozen = run("all_head_only", 2)
+    moved = run("then_all", 1)
     student = [k for k in pre if k.startswith("student.")]
     assert all(torch.equal(frozen[k], pre[k]) for k in student)
     assert any(not torch.equal(moved[k], pre[k]) for k in student if k.endswith(".weight"))
@@ -173,24 +144,26 @@ def test_head_only_steps_freeze_the_backbone_first(
     head = [k for k in frozen if k.startswith("head.")]
     assert head and all(torch.isfinite(frozen[k]).all() for k in head)
     assert main(["finetune", "--out", str(tmp_path / "bad"), "optim.head_only_steps=-1"]) == 2
-    assert "'optim.head_only_steps': must be >= 0" in capsys.readouterr().err
+    assert_mentions(capsys.readouterr().err, "'optim.head_only_steps'", "-1")
 
 
 def test_lovasz_loss_is_added_to_the_cross_entropy(
     tiny_synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "lov"
-    args = ["finetune", "--out", str(out), f"data.root={tiny_synth}", *TINY_FINETUNE, "loss=ce+lovasz"]
-    assert main(args) == 0
+    args = ["finetune", "--out", str(out), f"data.root={tiny_synth}", *TINY_FINETUNE, "trainer.max_steps=2"]
+    assert main([*args, "loss=ce+lovasz"]) == 0
     rows = list(csv.DictReader((out / "csv" / "version_0" / "metrics.csv").open()))
     pairs = [(float(r["train/loss"]), float(r["train/lovasz"])) for r in rows if r.get("train/lovasz")]
-    assert len(pairs) == 3  # one per step (log_every_n_steps=1)
+    assert len(pairs) == 2  # one per step (log_every_n_steps=1)
     assert all(0 < lov <= 1 and total > lov for total, lov in pairs)  # Lovász ∈ (0, 1]; CE > 0 on top
     assert main(["finetune", "--out", str(tmp_path / "bad"), "loss=dice"]) == 2
-    assert "'loss'" in capsys.readouterr().err
+    assert_mentions(capsys.readouterr().err, "'loss'", "dice")
 
 
-def test_inverse_sqrt_class_weights(tiny_synth: Path, tmp_path: Path) -> None:
+def test_inverse_sqrt_class_weights(
+    finetune_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from ppkt.config import FinetuneConfig, to_dict
     from ppkt.training.seg_module import SegmentationModule
 
@@ -203,12 +176,10 @@ def test_inverse_sqrt_class_weights(tiny_synth: Path, tmp_path: Path) -> None:
     assert "class_weights" not in m.state_dict()  # training-only: checkpoints are unchanged
     with pytest.raises(ValueError, match="4 class counts"):
         m.set_class_weights(torch.ones(3))
-    # end to end: the run trains with the weights of its own labelled points and says so in its config
-    out = tmp_path / "cw"
-    args = ["finetune", "--out", str(out), f"data.root={tiny_synth}", *TINY_FINETUNE]
-    assert main([*args, "class_weights=inverse_sqrt"]) == 0
-    assert "class_weights: inverse_sqrt" in (out / "config.yaml").read_text()
+    # end to end (the default): the run trains with the weights of its own labelled points and says so
+    assert yaml.safe_load((finetune_run / "config.yaml").read_text())["class_weights"] == "inverse_sqrt"
     assert main(["finetune", "--out", str(tmp_path / "bad"), "class_weights=inverse"]) == 2
+    assert_mentions(capsys.readouterr().err, "'class_weights'", "inverse")
 
 
 def test_finetune_rejects_a_mismatched_student(
@@ -226,7 +197,8 @@ def test_finetune_rejects_a_mismatched_student(
             *TINY_FINETUNE,
         ]
     )
-    assert code == 2 and "res16unet34c" in capsys.readouterr().err
+    assert code == 2
+    assert_mentions(capsys.readouterr().err, pretrained_ckpt, "res16unet34c")
 
 
 def _copy_without_class_list(src: Path, dst: Path) -> Path:
@@ -237,29 +209,30 @@ def _copy_without_class_list(src: Path, dst: Path) -> Path:
 
 
 def test_a_class_only_in_the_test_scenes_is_counted(
-    tiny_synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_synth: Path, finetune_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Class 13 exists only in the test scene: fine-tuning sizes its head, class weights and metrics for
     it; a model that predicts fewer classes than the data holds is refused by ``ppkt evaluate``."""
-    plain = _copy_without_class_list(tiny_synth, tmp_path / "plain")
     rare = _copy_without_class_list(tiny_synth, tmp_path / "rare")
     for f in sorted((rare / "scene_0002").glob("*.label.png")):  # the test scene (data.test=0.3 of 3)
         lab = np.array(Image.open(f))
         lab[lab == 1] = 13
         Image.fromarray(lab).save(f)
     out = tmp_path / "ft"
-    assert main(["finetune", "--out", str(out), f"data.root={rare}", *TINY_FINETUNE]) == 0
+    assert (
+        main(["finetune", "--out", str(out), f"data.root={rare}", *TINY_FINETUNE, "trainer.max_steps=1"]) == 0
+    )
     m = json.loads((out / "metrics.json").read_text())
     assert len(m["test"]["per_class_iou"]) == 13 and m["test"]["per_class_iou"]["class_13"] is not None
     assert m["test"]["per_class_iou"]["class_1"] is None  # class 1 only in the training scenes now
 
-    small = tmp_path / "small"  # trained where the largest label is 12
-    assert main(["finetune", "--out", str(small), f"data.root={plain}", *TINY_FINETUNE]) == 0
+    # the shared run was trained where the largest class is 12
+    small = json.loads((finetune_run / "metrics.json").read_text())
+    assert len(small["test"]["per_class_iou"]) == 12
     capsys.readouterr()
-    ckpt = str(small / "checkpoints" / "last.ckpt")
-    assert main(["evaluate", "--ckpt", ckpt, "--data", str(rare), "--out", str(tmp_path / "ev")]) == 2
-    err = capsys.readouterr().err
-    assert f"{rare}: the data has 13 classes but the model of {ckpt} predicts 12" in err
+    ckpt = finetune_run / "checkpoints" / "last.ckpt"
+    assert main(["evaluate", "--ckpt", str(ckpt), "--data", str(rare), "--out", str(tmp_path / "ev")]) == 2
+    assert_mentions(capsys.readouterr().err, rare, ckpt, "13", "12")
 
 
 def test_data_without_labels_and_bad_output_paths_are_refused(
@@ -269,19 +242,19 @@ def test_data_without_labels_and_bad_output_paths_are_refused(
     for f in nolabels.glob("*/*.label.png"):
         f.unlink()
     assert main(["finetune", "--out", str(tmp_path / "a"), f"data.root={nolabels}", *TINY_FINETUNE]) == 2
-    assert f"{nolabels}: no scene has labelled points" in capsys.readouterr().err
+    assert_mentions(capsys.readouterr().err, nolabels, "labelled points")
 
     # labels only in the test scene: the training scenes have none to learn from
     partial = _copy_without_class_list(tiny_synth, tmp_path / "partial")
     for f in [*partial.glob("scene_0000/*.label.png"), *partial.glob("scene_0001/*.label.png")]:
         Image.fromarray(np.zeros_like(np.array(Image.open(f)))).save(f)
     assert main(["finetune", "--out", str(tmp_path / "b"), f"data.root={partial}", *TINY_FINETUNE]) == 2
-    assert "hold no labelled points" in capsys.readouterr().err
+    assert_mentions(capsys.readouterr().err, partial, "scene_0000", "scene_0001", "no labelled points")
 
     afile = tmp_path / "afile"
     afile.write_text("x")
     assert main(["finetune", "--out", str(afile), f"data.root={tiny_synth}", *TINY_FINETUNE]) == 2
-    assert f"{afile}: the output path exists and is not a folder" in capsys.readouterr().err
+    assert_mentions(capsys.readouterr().err, afile, "not a folder")
     assert afile.read_text() == "x"
 
     # a student pretrained on rgb cannot be fine-tuned on other input features
@@ -297,21 +270,75 @@ def test_data_without_labels_and_bad_output_paths_are_refused(
             "data.features=[rgb, height]",
         ]
     )
-    assert code == 2 and "pretrained on input features ['rgb'] but data.features=['rgb', 'height']" in (
-        capsys.readouterr().err
-    )
+    assert code == 2
+    assert_mentions(capsys.readouterr().err, pretrained_ckpt, "['rgb']", "data.features=['rgb', 'height']")
+
+
+#: ``ppkt demo --quick`` shrunk further for the test: 3 tiny rendered scenes (2 train, 1 test), 1 epoch of
+#: pretraining, 2 fine-tuning steps per job, the jobs one after the other in the test's process (the worker
+#: processes of ``workers > 1`` are tested on their own below). The grid and the report stay as they are.
+TINY_DEMO = [
+    "pretrain.data.synth.scenes=3",
+    "pretrain.data.synth.frames_per_scene=4",
+    "pretrain.data.synth.image_size=[60,80]",
+    "pretrain.data.image_size=[48,64]",
+    "pretrain.data.voxel_size=0.1",
+    "pretrain.trainer.max_epochs=1",
+    "pretrain.trainer.batch_size=2",
+    "pretrain.trainer.progress_bar=false",
+    "pretrain.loss.num_pairs=256",
+    "pretrain.eval.retrieval_points=64",
+    "pretrain.eval.retrieval_frames=2",
+    "finetune.data.fuse_voxel_size=0.05",
+    "finetune.trainer.max_steps=2",
+    "workers=1",
+]
 
 
 @pytest.mark.slow
 def test_demo_quick(tmp_path: Path) -> None:
+    """``ppkt demo --quick`` end to end on the embedded data: render, pretrain, the grid of fine-tuning and
+    probing jobs over 2 seeds, the report."""
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out), f"pretrain.data.cache_dir={tmp_path / 'cache'}"]) == 0
+    args = ["demo", "--quick", "--out", str(out), f"pretrain.data.cache_dir={tmp_path / 'cache'}"]
+    assert main([*args, *TINY_DEMO]) == 0
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["seeds"] == [0, 1] and cfg["label_fractions"] == [0.01, 1.0]  # --quick's
     m = json.loads((out / "metrics.json").read_text())
     cells = {(r["init"], r["mode"], r["labels"]) for r in m["results"]}
     assert cells == {(i, "finetune", f) for i in ("scratch", "pretrained") for f in (0.01, 1.0)} | {
         (i, "probe", 1.0) for i in ("scratch", "pretrained")
     }
     assert all(r["seeds"] == 2 and 0 <= r["miou_mean"] <= 100 for r in m["results"])
+    assert len(list((out / "runs").glob("*/metrics.json"))) == 2 * len(cells)  # every job ran
+    assert m["pretrain"]["steps"] == 4 and m["pretrain"]["train_frames"] == 8
     assert (out / "report.png").stat().st_size > 10_000
     report = (out / "report.md").read_text()
     assert "| mode | labels" in report and "s.e." in report
+
+
+@pytest.mark.slow
+def test_demo_jobs_run_in_fresh_worker_processes(
+    tiny_synth: Path, pretrained_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``workers=2`` (the demo's default): each fine-tuning job runs in a fresh worker process, from its
+    config alone, and the results come back in job order."""
+    from ppkt.config import FinetuneConfig, load_config
+    from ppkt.pipelines import demo
+    from ppkt.training.seg_data import load_scene_splits
+
+    def in_this_process(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a job ran in the demo's own process")
+
+    monkeypatch.setattr(demo, "run_finetune", in_this_process)  # spawned workers import their own
+    overrides = [f"data.root={tiny_synth}", *TINY_FINETUNE, "trainer.max_steps=1", "trainer.threads=1"]
+    scratch = load_config(FinetuneConfig, overrides=overrides)
+    pretrained = load_config(FinetuneConfig, overrides=[*overrides, f"init={pretrained_ckpt}", "probe=true"])
+    splits = load_scene_splits(scratch.data, verbose=False)
+    results = demo.run_jobs([("a", pretrained), ("b", scratch)], tmp_path, 2, splits)
+    assert [(r["init"], r["mode"]) for r in results] == [("pretrained", "probe"), ("scratch", "finetune")]
+    for name, r in zip("ab", results):
+        written = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert written["steps"] == r["steps"] == 1 and written["test"]["miou"] == pytest.approx(
+            r["test"]["miou"]
+        )

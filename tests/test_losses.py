@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -40,21 +41,81 @@ def test_identical_embeddings_give_log_n() -> None:
     assert PPNCELoss()(p, p).item() == pytest.approx(math.log(n), rel=1e-6)
 
 
-@pytest.mark.parametrize("tau", [0.1, 0.03, 0.01])
-def test_aligned_orthogonal_embeddings_tend_to_zero(tau: float) -> None:
-    n = 16
+@pytest.mark.parametrize("n", [2, 16])
+def test_aligned_orthogonal_embeddings_tend_to_zero(n: int) -> None:
     e = torch.eye(n, dtype=torch.float64)
-    # analytic: -log(e^{1/τ} / (e^{1/τ} + (n-1))) — goes to 0 as τ → 0
-    expected = -math.log(math.exp(1 / tau) / (math.exp(1 / tau) + n - 1))
-    assert PPNCELoss(temperature=tau)(e, e).item() == pytest.approx(expected, rel=1e-9)
-    assert expected < 1e-3 or tau > 0.02
+    taus = [1.0, 0.3, 0.1, 0.05, 0.01]
+    got = [PPNCELoss(temperature=tau)(e, e).item() for tau in taus]
+    for tau, loss in zip(taus, got):
+        # analytic: -log(e^{1/τ} / (e^{1/τ} + (n-1))) = log(1 + (n-1) e^{-1/τ}) — goes to 0 as τ → 0;
+        # the library's log-sum-exp of logits of size 1/τ rounds to a few ulps of 1/τ
+        expected = math.log1p((n - 1) * math.exp(-1 / tau))
+        assert loss == pytest.approx(expected, rel=1e-9, abs=8 * 2.0**-52 / tau), tau
+    assert all(a > b for a, b in itertools.pairwise(got))  # strictly falling as τ falls ...
+    assert got[0] > 0.3 and 0 <= got[-1] < 1e-12  # ... from a clear loss to (numerically) zero
+    assert got[0] < math.log(n)  # even at τ = 1: below the loss of identical embeddings (log N)
 
 
-def test_gradient_flows_to_points_only_when_pixels_detached() -> None:
-    p = torch.randn(10, 4, requires_grad=True)
-    q = torch.randn(10, 4)
-    PPNCELoss()(p, q).backward()
-    assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+def test_gradient_flows_to_both_sides_and_matches_the_reference() -> None:
+    """The loss trains the 3D side (points) and the 2D side (the UPL's pixels) alike; a detached side gets
+    no gradient and leaves the other side's gradient unchanged; both match the reference's autograd."""
+    g = torch.Generator().manual_seed(0)
+    p0, q0 = torch.randn(10, 4, generator=g, dtype=torch.float64), torch.randn(10, 4, generator=g).double()
+    tau = 0.1
+
+    def grads(loss_fn, detach_pixels: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        p, q = p0.clone().requires_grad_(True), q0.clone().requires_grad_(True)
+        loss_fn(p, q.detach() if detach_pixels else q).backward()
+        assert p.grad is not None
+        return p.grad, q.grad
+
+    gp, gq = grads(PPNCELoss(temperature=tau), detach_pixels=False)
+    rp, rq = grads(lambda p, q: reference_ppnce(p, q, tau), detach_pixels=False)
+    assert gq is not None and rq is not None
+    for got, want in ((gp, rp), (gq, rq)):
+        assert torch.isfinite(got).all() and got.abs().sum() > 1e-3
+        torch.testing.assert_close(got, want)
+    dp, dq = grads(PPNCELoss(temperature=tau), detach_pixels=True)
+    assert dq is None  # nothing flows into detached pixels ...
+    torch.testing.assert_close(dp, gp)  # ... and the points' gradient does not depend on it
+
+
+@pytest.mark.parametrize("model", ["embeddings", "linear"])
+def test_loss_falls_on_a_fixed_batch(model: str) -> None:
+    """20 Adam steps on one fixed batch of pairs (learnable point embeddings, or a linear map of fixed point
+    features) bring the PPNCE loss well down; every step's loss equals the reference's, and so does the
+    gradient at the first and the last step."""
+    g = torch.Generator().manual_seed(0)
+    n, d, tau, steps = 16, 8, 0.07, 20
+    pixels = torch.randn(n, d, generator=g, dtype=torch.float64)
+    if model == "embeddings":
+        params = [torch.randn(n, d, generator=g, dtype=torch.float64).requires_grad_(True)]
+        points = lambda: params[0]  # noqa: E731
+    else:
+        x = torch.randn(n, 6, generator=g, dtype=torch.float64)
+        params = [(0.1 * torch.randn(6, d, generator=g, dtype=torch.float64)).requires_grad_(True)]
+        points = lambda: x @ params[0]  # noqa: E731
+    loss_fn = PPNCELoss(temperature=tau, num_pairs=0)
+    opt = torch.optim.Adam(params, lr=0.05)
+    losses = []
+    for step in range(steps):
+        opt.zero_grad()
+        loss = loss_fn(points(), pixels)
+        loss.backward()
+        if step in (0, steps - 1):
+            ref = reference_ppnce(points(), pixels, tau)
+            (ref_grad,) = torch.autograd.grad(ref, params)
+            torch.testing.assert_close(params[0].grad, ref_grad)
+        else:
+            with torch.no_grad():
+                ref = reference_ppnce(points(), pixels, tau)
+        torch.testing.assert_close(loss.detach(), ref.detach())
+        losses.append(loss.item())
+        opt.step()
+    final = loss_fn(points(), pixels).item()
+    assert losses[0] > 0.5 * math.log(n)  # untrained: near chance (log N), not already solved
+    assert final < 0.5 * losses[0], losses  # a clear fall, not noise
+    assert final < min(losses[:5])
 
 
 def test_sampling_caps_pairs_without_replacement() -> None:

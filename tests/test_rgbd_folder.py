@@ -15,6 +15,8 @@ from ppkt.data.readers.folder import LAYOUTS, FolderLayout, RGBDFolder, list_sce
 from ppkt.errors import ConfigError, DataError
 from ppkt.geometry import backproject_depth
 
+from .conftest import assert_mentions
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 H, W = 6, 8
 K_TEXT = "50 0 4\n0 50 3\n0 0 1\n"
@@ -284,7 +286,8 @@ def test_truncated_image_is_closed_not_leaked(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:60])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with pytest.raises(DataError, match="corrupt or unreadable depth image"):
+        with pytest.raises(DataError) as err:
             read_uint16(path, "depth")
+        assert_mentions(err.value, path, "depth")
         gc.collect()
     assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []

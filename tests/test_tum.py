@@ -24,6 +24,8 @@ from ppkt.data.readers.tum import (
 from ppkt.data.types import FrameSource
 from ppkt.errors import ConfigError, DataError
 
+from .conftest import assert_mentions
+
 H, W = 6, 8
 K = np.array([[10.0, 0, 3.5], [0, 10.0, 2.5], [0, 0, 1]])
 T0 = 1305031102.0
@@ -160,8 +162,9 @@ def test_intrinsics_from_folder_name_or_default(tmp_path: Path) -> None:
         fx, fy, cx, cy = TUM_INTRINSICS[cam]
         np.testing.assert_allclose(s.K, [[fx, 0, cx], [0, fy, cy], [0, 0, 1]])
         # the built-in intrinsics are for 640x480 images: on this tiny one they are refused, not misused
-        with pytest.raises(DataError, match=f"the {cam} intrinsics: principal point .* outside the"):
+        with pytest.raises(DataError) as err:
             s.read(0)
+        assert_mentions(err.value, cam, f"({float(cx)}, {float(cy)})", f"{W}x{H}")
         assert s.describe()["intrinsics"] == cam and seq / "intrinsics.txt" not in s.frame_files(s.frames[0])
     seq = make_sequence(tmp_path, "my_sequence", intrinsics=False)
     with pytest.warns(UserWarning) as record:
@@ -249,8 +252,9 @@ def test_bad_images_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=rf"{depth.name}: corrupt"):
         open_seq(seq).read(0)
     Image.fromarray(np.full((H, W), 7, np.uint8)).save(depth)
-    with pytest.raises(DataError, match=rf"{depth.name}: depth image must be single-channel uint16"):
+    with pytest.raises(DataError) as err:
         open_seq(seq).read(0)
+    assert_mentions(err.value, depth.name, "uint16", "'L'")
     Image.fromarray(np.full((H + 1, W), 7, np.uint16)).save(depth)
     with pytest.raises(DataError, match=rf"{depth.name}: depth shape"):
         open_seq(seq).read(0)
@@ -259,8 +263,6 @@ def test_bad_images_name_the_file(tmp_path: Path) -> None:
         open_seq(seq).read(1)
     # every depth frame unmatched
     (seq / "groundtruth.txt").write_text(f"{T0 + 100} 0 0 0 0 0 0 1\n")
-    with (
-        pytest.raises(DataError, match="no depth frame has a colour image and a pose"),
-        pytest.warns(UserWarning),
-    ):
+    with pytest.raises(DataError) as err, pytest.warns(UserWarning):
         TUMScene(seq)
+    assert_mentions(err.value, seq, "pose")
