@@ -10,16 +10,35 @@ from ppkt.errors import ConfigError, PPKTError
 
 
 def _cmd_synth(args: argparse.Namespace) -> None:
-    from ppkt.data.synth import synthesize
+    if args.lidar:
+        from ppkt.data.synth.lidar import LidarModel
+        from ppkt.data.synth.lidar_writer import synthesize_lidar
 
-    path = synthesize(
-        args.out,
-        scenes=args.scenes,
-        frames_per_scene=args.frames_per_scene,
-        seed=args.seed,
-        image_size=(args.height, args.width),
-    )
-    print(f"[ppkt] wrote {args.scenes} scenes × {args.frames_per_scene} frames to {path}")
+        lidar = LidarModel(
+            beams=args.beams, azimuths=args.azimuths, fov_up=args.fov_up, fov_down=args.fov_down
+        )
+        path = synthesize_lidar(
+            args.out,
+            scenes=args.scenes,
+            frames_per_scene=args.frames_per_scene,
+            seed=args.seed,
+            image_size=(args.height or 120, args.width or 160),
+            lidar=lidar,
+            cameras=args.cameras,
+        )
+        what = f"LiDAR sweeps with {args.cameras} camera images each (rig layout)"
+    else:
+        from ppkt.data.synth import synthesize
+
+        path = synthesize(
+            args.out,
+            scenes=args.scenes,
+            frames_per_scene=args.frames_per_scene,
+            seed=args.seed,
+            image_size=(args.height or 240, args.width or 320),
+        )
+        what = "frames"
+    print(f"[ppkt] wrote {args.scenes} scenes × {args.frames_per_scene} {what} to {path}")
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> None:
@@ -108,13 +127,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("synth", help="render synthetic indoor RGB-D scenes (pybullet, CPU) to a folder")
+    p = sub.add_parser(
+        "synth", help="render synthetic indoor RGB-D (or --lidar: LiDAR + camera) scenes (pybullet, CPU)"
+    )
     p.add_argument("--out", required=True, help="output folder (one sub-folder per scene)")
     p.add_argument("--scenes", type=int, default=4)
     p.add_argument("--frames-per-scene", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--height", type=int, default=240)
-    p.add_argument("--width", type=int, default=320)
+    p.add_argument("--height", type=int, help="image height (default 240; --lidar: 120)")
+    p.add_argument("--width", type=int, help="image width (default 320; --lidar: 160)")
+    p.add_argument(
+        "--lidar", action="store_true", help="LiDAR sweeps + cameras around the LiDAR, in the rig layout"
+    )
+    p.add_argument("--cameras", type=int, default=4, help="--lidar: cameras around the LiDAR")
+    p.add_argument("--beams", type=int, default=32, help="--lidar: laser beams")
+    p.add_argument("--azimuths", type=int, default=1024, help="--lidar: firings per turn")
+    p.add_argument("--fov-up", type=float, default=10.0, help="--lidar: top beam elevation, degrees")
+    p.add_argument("--fov-down", type=float, default=-30.0, help="--lidar: bottom beam elevation, degrees")
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser(

@@ -59,6 +59,8 @@ class SourceConfig:
     synth: SynthConfig = field(default_factory=SynthConfig)
     frame_skip: int = 1
     voxel_size: float = 0.05
+    #: cubic (x, y, z) or cylindrical (ρ, φ, z about the up axis; SLidR's LiDAR grid) voxels
+    voxel: Literal["cubic", "cylindrical"] = "cubic"
     min_depth: float = 0.1
     max_depth: float = 6.0
     up_axis: Literal[0, 1, 2] = 2
@@ -86,6 +88,12 @@ class DataConfig(SourceConfig):
     heldout_mode: Literal["auto", "scenes", "tail"] = "auto"
     image_size: tuple[int, int] = (240, 320)
     skip_bad: bool = False
+    #: LiDAR frames: a point seen by several cameras is paired with all of them, the nearest, or a random one
+    multi_camera: Literal["all", "nearest", "random"] = "all"
+    #: keep the points within this many metres of the up axis through the origin (the LiDAR); None = all
+    max_range: float | None = None
+    #: keep at most this many points of a frame (a random subset); None = all
+    max_points: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def validate(self, prefix: str = "data") -> None:
@@ -97,6 +105,10 @@ class DataConfig(SourceConfig):
                 f"config key '{key(prefix, 'image_size')}': must be [H, W] >= 8 pixels, "
                 f"got {list(self.image_size)}"
             )
+        if self.max_range is not None:
+            checks.positive(prefix, "max_range", self.max_range)
+        if self.max_points is not None:
+            checks.at_least(prefix, "max_points", self.max_points, 1)
         aug = key(prefix, "augment")
         checks.unit(aug, "flip", self.augment.flip)
         checks.interval(aug, "crop_scale", self.augment.crop_scale, 0, 1)

@@ -4,11 +4,12 @@ Two kinds of sample, one a refinement of the other:
 
 * :class:`PointSample` — an image-free point cloud (a fused scene for segmentation):
   ``points [N, 3]`` float32 (after 3D augmentation), ``colors [N, 3]`` in ``[0, 1]``, optional
-  ``labels [N]`` int64 (−1 = ignore), and after :class:`~ppkt.data.transforms.Voxelize`: ``coords [M, 3]``
-  int32 voxel coordinates, ``inverse [N]`` point→voxel map, ``feats [M, C]`` input features per voxel.
+  ``labels [N]`` int64 (−1 = ignore), optional ``intensity [N]`` float32 (a LiDAR return's reflectance in
+  ``[0, 1]``; a LiDAR scan's ``colors`` are zeros), and after :class:`~ppkt.data.transforms.Voxelize`:
+  ``coords [M, 3]`` int32 voxel coordinates, ``inverse [N]`` point→voxel map, ``feats [M, C]`` input features per voxel.
 * :class:`PairedSample` — a point cloud **plus any number of calibrated images plus the point→pixel
   pairing**, whatever the sensor: an RGB-D frame (one image, every point paired with the pixel it was
-  back-projected from), a LiDAR sweep projected into N cameras, several fused RGB-D frames.
+  back-projected from), a LiDAR sweep projected into V cameras, several fused RGB-D frames.
 
   - ``images [V, 3, H, W]`` float32 in ``[0, 1]``; ``intrinsics [V, 3, 3]`` float64 pinhole matrices of the
     images as they are now; ``poses [V, 4, 4]`` float64 camera-to-points maps: ``pixel ~ K · (pose⁻¹ · p)``
@@ -20,10 +21,14 @@ Two kinds of sample, one a refinement of the other:
     or the points updates the pairing in the same call.
   - after :class:`~ppkt.data.transforms.Voxelize`: ``pair_voxel [P']`` — the pairs reduced to at most **one
     per voxel** (a voxel is never its own negative in the contrastive loss).
-  - with a teacher-feature cache: ``view [3, 3]`` float64, the affine map from the current images' pixel
-    coordinates ``(u, v, 1)`` to the original frame's, ``teacher_cache`` (the whole frame's cached maps) and,
-    after :class:`~ppkt.data.transforms.CropCachedFeatures`, ``teacher_feats`` — per teacher layer
+  - image transforms act **per image** (each camera gets its own random crop and flip, as in SLidR), so
+    every image-space map is per image: ``intrinsics [V, 3, 3]`` and, with a teacher-feature cache,
+    ``view [V, 3, 3]`` float64, the affine map from image ``v``'s current pixel coordinates ``(u, v, 1)`` to
+    its original ones, ``teacher_cache`` (the whole images' cached maps) and, after
+    :class:`~ppkt.data.transforms.CropCachedFeatures`, ``teacher_feats`` — per teacher layer
     ``[V, C_i, ceil(H / s_i), ceil(W / s_i)]``.
+  - ``cameras``: the name of each image's camera in its source frame (the teacher cache's key is (frame,
+    camera)); ``None`` for a single-image RGB-D frame.
   - after :class:`~ppkt.data.transforms.Superpixels`: ``pair_segment [P]`` int64, the superpixel of each
     pair's pixel.
   - ``source``: the frame it was read from (:class:`~ppkt.data.types.FrameRef`), when there is one.
@@ -72,6 +77,7 @@ class PointSample:
     points: Tensor
     colors: Tensor
     labels: Tensor | None = None
+    intensity: Tensor | None = None
     name: str = ""
     coords: Tensor | None = None
     inverse: Tensor | None = None
@@ -82,10 +88,12 @@ class PointSample:
         return copy.copy(self)
 
     def select_points(self, keep: Tensor) -> None:
-        """Keep only the points selected by the bool mask ``keep [N]`` (labels follow)."""
+        """Keep only the points selected by the bool mask ``keep [N]`` (labels and intensities follow)."""
         self.points, self.colors = self.points[keep], self.colors[keep]
         if self.labels is not None:
             self.labels = self.labels[keep]
+        if self.intensity is not None:
+            self.intensity = self.intensity[keep]
 
     def set_voxels(self, coords: Tensor, inverse: Tensor, feats: Tensor) -> None:
         """Record the voxelization: ``coords [M, 3]``, point→voxel map ``inverse [N]``, ``feats [M, C]``."""
@@ -116,6 +124,7 @@ class PairedSample(PointSample):
     teacher_feats: list[Tensor] | None = None
     pair_segment: Tensor | None = None
     source: FrameRef | None = None
+    cameras: list[str] | None = None
 
     def copy(self) -> PairedSample:
         return copy.copy(self)
@@ -160,9 +169,9 @@ class PairedSample(PointSample):
         self.poses = m @ self.poses
 
     def transform_pixels(self, new_from_old: Tensor, old_from_new: Tensor | None = None) -> None:
-        """Record an image transform ``(u', v', 1) = new_from_old · (u, v, 1)`` (``[3, 3]`` affine; its
-        inverse ``old_from_new`` when known exactly) in the intrinsics and the cached-feature ``view`` (the
-        transform itself moves ``pair_uv``)."""
+        """Record an image transform ``(u', v', 1) = new_from_old · (u, v, 1)`` (a ``[3, 3]`` affine for
+        every image, or ``[V, 3, 3]``, one per image; its inverse ``old_from_new`` when known exactly) in the
+        intrinsics and the cached-feature ``view`` (the transform itself moves ``pair_uv``)."""
         a = new_from_old.to(torch.float64)
         self.intrinsics = a @ self.intrinsics
         if self.view is not None:

@@ -1,8 +1,9 @@
-"""On-disk cache of the frozen teacher's feature maps, one file per frame.
+"""On-disk cache of the frozen teacher's feature maps, one file per frame and camera.
 
 The teacher never changes during pretraining, so its features of a frame are computed once (by
 ``ppkt cache-features`` or on the first ``teacher.cache=true`` run) and reused every epoch. Each entry holds
-the teacher's maps of the **whole frame** resized to the cache image size ``(Hc, Wc)``, in float16; the
+the teacher's maps of one **whole image** (an RGB-D frame's, or one camera's of a LiDAR frame) resized to
+the cache image size ``(Hc, Wc)``, in float16; the
 image augmentations act on them later through the sample's ``view`` (see :class:`CachedFeatures` and
 :class:`ppkt.data.transforms.CropCachedFeatures`), exactly as they act on the pairing.
 
@@ -10,6 +11,9 @@ Layout::
 
     <cache root>/teacher-<hash of the recipe>/recipe.json    teacher, weights file identity, layers, size
     <cache root>/teacher-<hash of the recipe>/<frame hash>.pt {"frame", "files", "frame_size", "maps"}
+
+An entry is keyed by (scene root, frame name) for a single-image frame and by (scene root, frame name,
+camera name) for a camera of a multi-camera frame.
 
 The directory is keyed by the recipe (teacher name, the weights file's path/size/mtime, layers, strides,
 channels, cache image size, :data:`FEATURE_CACHE_VERSION`); a frame file also stores the fingerprint of the
@@ -93,19 +97,18 @@ class FeatureCache:
 
     # ------------------------------------------------------------------ paths and keys
     @staticmethod
-    def frame_key(source: FrameSource, name: str) -> str:
-        return f"{source.root.resolve()}::{name}"
+    def frame_key(source: FrameSource, name: str, camera: str | None = None) -> str:
+        """The entry's key: ``<root>::<frame>``, or ``<root>::<frame>::<camera>`` for a named camera."""
+        key = f"{source.root.resolve()}::{name}"
+        return key if camera is None else f"{key}::{camera}"
 
-    def path(self, source: FrameSource, name: str) -> Path:
-        digest = hashlib.sha1(self.frame_key(source, name).encode()).hexdigest()[:24]
+    def path(self, source: FrameSource, name: str, camera: str | None = None) -> Path:
+        digest = hashlib.sha1(self.frame_key(source, name, camera).encode()).hexdigest()[:24]
         return self.root / f"{digest}.pt"
 
     # ------------------------------------------------------------------ read / write
-    def load(self, source: FrameSource, index: int) -> CachedFeatures | None:
-        """The cached features of frame ``index`` of ``source``; ``None`` when absent, unreadable, made
-        from other files (size/mtime changed) or of the wrong shape."""
-        name = source.frames[index]
-        path = self.path(source, name)
+    def _load_one(self, source: FrameSource, name: str, camera: str | None) -> dict[str, Any] | None:
+        path = self.path(source, name, camera)
         if not path.is_file():
             return None
         try:
@@ -114,32 +117,55 @@ class FeatureCache:
             return None
         if (
             not isinstance(entry, dict)
-            or entry.get("frame") != self.frame_key(source, name)
+            or entry.get("frame") != self.frame_key(source, name, camera)
             or entry.get("files") != files_fingerprint(source.frame_files(name))
         ):
             return None
         maps = entry.get("maps")
         hc, wc = self.image_size
         expected = [
-            (c, -(-hc // s), -(-wc // s)) for c, s in zip(self.recipe["channels"], self.strides, strict=True)
+            (1, c, -(-hc // s), -(-wc // s))
+            for c, s in zip(self.recipe["channels"], self.strides, strict=True)
         ]
-        if not isinstance(maps, list) or [tuple(m.shape[1:]) for m in maps] != expected:
+        if not isinstance(maps, list) or [tuple(m.shape) for m in maps] != expected:
             return None
-        fs = entry["frame_size"]
+        return entry
+
+    def load(
+        self, source: FrameSource, index: int, cameras: Sequence[str] | None = None
+    ) -> CachedFeatures | None:
+        """The cached features of frame ``index`` of ``source`` — of its single image, or of its cameras
+        ``cameras`` stacked in that order; ``None`` when one is absent, unreadable, made from other files
+        (size/mtime changed) or of the wrong shape."""
+        name = source.frames[index]
+        entries = [self._load_one(source, name, cam) for cam in (cameras or [None])]
+        if any(e is None for e in entries):
+            return None
+        sizes = {tuple(e["frame_size"]) for e in entries if e is not None}
+        if len(sizes) != 1:
+            return None
+        maps = [torch.cat(level) for level in zip(*(e["maps"] for e in entries if e is not None))]
+        fs = sizes.pop()
         return CachedFeatures(maps, self.strides, self.image_size, (int(fs[0]), int(fs[1])))
 
     def store(
-        self, source: FrameSource, index: int, maps: Sequence[Tensor], frame_size: tuple[int, int]
+        self,
+        source: FrameSource,
+        index: int,
+        maps: Sequence[Tensor],
+        frame_size: tuple[int, int],
+        camera: str | None = None,
     ) -> Path:
-        """Write one frame's maps (each ``[1, C, h, w]`` or ``[C, h, w]``) as float16, atomically; a valid
-        entry already there (published meanwhile by another process) is kept instead."""
+        """Write the maps of one image (each ``[1, C, h, w]`` or ``[C, h, w]``) of frame ``index`` — its
+        single image, or camera ``camera`` — as float16, atomically; a valid entry already there (published
+        meanwhile by another process) is kept instead."""
         if not self._recipe_checked:
             self.folder.ensure_recipe_file("teacher-feature cache")
             self._recipe_checked = True
         name = source.frames[index]
-        path = self.path(source, name)
+        path = self.path(source, name, camera)
         entry = {
-            "frame": self.frame_key(source, name),
+            "frame": self.frame_key(source, name, camera),
             "files": files_fingerprint(source.frame_files(name)),
             "frame_size": [int(frame_size[0]), int(frame_size[1])],
             "maps": [
@@ -147,7 +173,9 @@ class FeatureCache:
             ],
         }
         self.folder.store(
-            path.name, lambda tmp: torch.save(entry, tmp), lambda _: self.load(source, index) is not None
+            path.name,
+            lambda tmp: torch.save(entry, tmp),
+            lambda _: self._load_one(source, name, camera) is not None,
         )
         return path
 

@@ -37,6 +37,28 @@ class Frame:
         return (int(self.depth.shape[0]), int(self.depth.shape[1]))
 
 
+@dataclass
+class Scan:
+    """One LiDAR sweep with the calibrated camera images taken with it."""
+
+    scene: str  # sequence / scene folder name
+    name: str  # frame id
+    points: np.ndarray  # float32 [N, 3], metres, in the LiDAR frame
+    # float32 [N] (reflectance/remission; scaled to [0, 1] where the format says)
+    intensity: np.ndarray | None
+    images: list[np.ndarray]  # uint8 [H_c, W_c, 3], one per camera (sizes may differ)
+    cameras: list[str]  # camera names, same order
+    K: list[np.ndarray]  # float64 [3, 3] per camera (pixel units)
+    # float64 [4, 4] per camera: x_cam = T @ x_lidar (rectified where the format rectifies, e.g. KITTI
+    # R0_rect folded in)
+    lidar_to_camera: list[np.ndarray]
+    pose: np.ndarray | None = None  # float64 [4, 4] LiDAR-to-world
+    label: np.ndarray | None = None  # int64 [N], 0 = unlabelled, else benchmark class id + 1 (already mapped)
+    points_path: Path | None = None
+    image_paths: list[Path] | None = None
+    label_path: Path | None = None
+
+
 @runtime_checkable
 class FrameSource(Protocol):
     """One scene's frames. ``frames`` are the frame names in trajectory order; ``read(i)`` raises
@@ -61,11 +83,11 @@ class FrameSource(Protocol):
 
 @dataclass
 class CachedFeatures:
-    """The teacher's maps of one whole frame.
+    """The teacher's maps of the whole images of one frame (one per camera: ``V`` = 1 for RGB-D).
 
-    ``maps[i]``: ``[1, C_i, ceil(Hc / s_i), ceil(Wc / s_i)]`` for the frame resized to ``image_size = (Hc,
+    ``maps[i]``: ``[V, C_i, ceil(Hc / s_i), ceil(Wc / s_i)]`` for each image resized to ``image_size = (Hc,
     Wc)``; cell ``j`` of map ``i`` covers cache-image pixels ``[j s_i, (j + 1) s_i)`` (the UPL convention).
-    ``frame_size = (H, W)`` is the original frame's size, the coordinate system of a sample's ``view``.
+    ``frame_size = (H, W)`` is the original images' size, the coordinate system of a sample's ``view``.
     """
 
     maps: list[Tensor]
@@ -117,4 +139,6 @@ class FeatureStore(Protocol):
 
     root: Path
 
-    def load(self, source: FrameSource, index: int) -> CachedFeatures | None: ...
+    def load(
+        self, source: FrameSource, index: int, cameras: list[str] | None = None
+    ) -> CachedFeatures | None: ...

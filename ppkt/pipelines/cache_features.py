@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ppkt.config import PretrainConfig
+from ppkt.data.frame_dataset import read_sample, source_cameras
 from ppkt.data.teacher_cache import FeatureCache
 from ppkt.data.types import FrameRef
 from ppkt.errors import DataError
@@ -37,47 +38,64 @@ def fill_feature_cache(
     batch_size: int = 16,
     verbose: bool = True,
 ) -> tuple[FeatureCache, dict[str, Any]]:
-    """Compute and store the teacher's maps of every frame of ``frames`` not already (validly) cached.
+    """Compute and store the teacher's maps of every frame of ``frames`` not already (validly) cached —
+    of its image, or of each of its cameras (a LiDAR frame: every camera, whatever ``data.multi_camera``).
 
-    Each frame's colour image is resized whole to ``data.image_size`` (bilinear, antialiased — as the
-    evaluation resize does) and run through the frozen teacher in batches. With ``data.skip_bad`` an
-    unreadable frame is skipped with a warning. A frame that another process sharing the cache published in
-    the meantime is reused, not computed again. Returns the cache and ``{frames, computed, reused, skipped,
-    seconds, bytes}``.
+    Each image, as the frame's paired sample holds it, is resized whole to ``data.image_size`` (bilinear,
+    antialiased — as the evaluation resize does) and run through the frozen teacher in batches of about
+    ``batch_size`` images. With ``data.skip_bad`` an unreadable frame is skipped with a warning. A frame that
+    another process sharing the cache published in the meantime is reused, not computed again. Returns the
+    cache and ``{frames, computed, reused, skipped, seconds, bytes}``.
     """
     teacher = teacher or build_teacher(cfg.teacher.name, cfg.teacher.weights, cfg.teacher.layers)
     cache = feature_cache_for(cfg, teacher)
     start = time.perf_counter()
-    todo = [ref for ref in frames if cache.load(ref.folder, ref.index) is None]
+
+    def cached(ref: FrameRef, cameras: list[str] | None) -> bool:
+        return cache.load(ref.folder, ref.index, cameras) is not None
+
+    todo = [ref for ref in frames if not cached(ref, source_cameras(ref.folder))]
     skipped = computed = 0
     hc, wc = cfg.data.image_size
+    d = cfg.data
     if verbose and todo:
         print(f"[ppkt] caching teacher features of {len(todo)} frames in {cache.root}")
-    for i in range(0, len(todo), batch_size):
-        chunk, images, sizes = [], [], []
-        for ref in todo[i : i + batch_size]:
-            if i > 0 and cache.load(ref.folder, ref.index) is not None:  # published by another process
-                continue
-            try:
-                frame = ref.folder.read(ref.index)
-            except DataError as e:
-                if not cfg.data.skip_bad:
-                    raise
-                warnings.warn(f"skipping bad frame {ref.name}: {e}", stacklevel=2)
-                skipped += 1
-                continue
-            img = torch.from_numpy(frame.color).permute(2, 0, 1).unsqueeze(0).float() / 255.0
-            if img.shape[-2:] != (hc, wc):
-                img = F.interpolate(img, size=(hc, wc), mode="bilinear", align_corners=False, antialias=True)
-            chunk.append(ref)
-            images.append(img.clamp(0.0, 1.0))
-            sizes.append(frame.shape)
-        if not chunk:
-            continue
+    pending: list[tuple[FrameRef, str | None, tuple[int, int]]] = []
+    images: list[torch.Tensor] = []
+
+    def flush() -> None:
+        if not pending:
+            return
         maps = teacher(torch.cat(images))
-        for j, (ref, size) in enumerate(zip(chunk, sizes)):
-            cache.store(ref.folder, ref.index, [m[j : j + 1] for m in maps], size)
-        computed += len(chunk)
+        for j, (ref, camera, size) in enumerate(pending):
+            cache.store(ref.folder, ref.index, [m[j : j + 1] for m in maps], size, camera)
+        pending.clear()
+        images.clear()
+
+    for k, ref in enumerate(todo):
+        if k > 0 and cached(ref, source_cameras(ref.folder)):  # published by another process
+            continue
+        try:
+            sample = read_sample(ref, min_depth=d.min_depth, max_depth=d.max_depth, multi_camera="all")
+        except DataError as e:
+            if not d.skip_bad:
+                raise
+            warnings.warn(f"skipping bad frame {ref.name}: {e}", stacklevel=2)
+            skipped += 1
+            continue
+        if sample.cameras is not None and cached(ref, sample.cameras):  # a source without `cameras`
+            continue
+        img = sample.images
+        size = (int(img.shape[-2]), int(img.shape[-1]))
+        if size != (hc, wc):
+            img = F.interpolate(img, size=(hc, wc), mode="bilinear", align_corners=False, antialias=True)
+        for v, camera in enumerate(sample.cameras or [None]):
+            pending.append((ref, camera, size))
+            images.append(img[v : v + 1].clamp(0.0, 1.0))
+        computed += 1
+        if len(pending) >= batch_size:
+            flush()
+    flush()
     stats = {
         "frames": len(frames),
         "computed": computed,

@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 
 from ppkt.config import PretrainConfig
+from ppkt.data.types import Frame
 from ppkt.errors import DataError, WeightsError
 from ppkt.models.state import check_state_dict
 from ppkt.pipelines.cache_features import fill_feature_cache
@@ -154,7 +155,11 @@ def run_pretrain(cfg: PretrainConfig, out: str | Path, resume: str | None = None
         # what the student learned, at a glance: PCA of its point features on the first held-out frame
         ref = splits.heldout[0]
         try:
-            save_panels(out / "features.png", pretraining_panels(module, fresh, ref.folder.read(ref.index)))
+            item = ref.folder.read(ref.index)
+            if isinstance(item, Frame):
+                save_panels(out / "features.png", pretraining_panels(module, fresh, item))
+            else:  # a LiDAR scan: no single RGB-D image to paint the features on
+                print("[ppkt] features.png skipped: the data are not RGB-D frames")
         except DataError as e:
             print(f"[ppkt] features.png skipped: {e}")
         metrics.update(

@@ -124,7 +124,8 @@ def feature_image(
             f"{frame.scene}/{frame.name}: {uv.shape[0]} points with depth in range, too few for a PCA "
             "rendering"
         )
-    voxelize: Voxelize[PairedSample] = Voxelize(voxel_size, features, up_axis)
+    grid = module.cfg.data.voxel
+    voxelize: Voxelize[PairedSample] = Voxelize(voxel_size, features, up_axis, grid=grid)
     s = voxelize(sample)
     assert s.coords is not None and s.feats is not None and s.inverse is not None
     coords = torch.cat([torch.zeros(len(s.coords), 1, dtype=torch.int32), s.coords], dim=1)

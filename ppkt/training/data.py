@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from ppkt.config.finetune import SegDataConfig
 from ppkt.config.pretrain import ColorJitterConfig, DataConfig
-from ppkt.data.embedded import ensure_synthetic
+from ppkt.data.embedded import ensure_synthetic, ensure_synthetic_lidar
 from ppkt.data.frame_dataset import FrameDataset, collate_skip, split_frames
 from ppkt.data.readers import SCENE_READERS, known_layouts, open_scenes
 from ppkt.data.sample import PairedSample
@@ -20,11 +20,13 @@ from ppkt.data.transforms import (
     ColorJitter,
     Compose,
     CropCachedFeatures,
+    LimitPoints,
     RandomColorDrop,
     RandomHorizontalFlip,
     RandomResizedCrop,
     RandomRotate,
     RandomScale,
+    RangeCrop,
     Superpixels,
     Transform,
     Voxelize,
@@ -36,11 +38,16 @@ from ppkt.training.resume import EpochSampler, SeededItems
 
 def build_transform(cfg: DataConfig, train: bool, superpixels: int = 0) -> Compose:
     """Training: random crop/resize, flip, rotation about the up axis, scaling, voxelize.
-    Evaluation: a centred resize and voxelize. Both end with :class:`CropCachedFeatures`, which turns cached
+    Evaluation: a centred resize and voxelize. Both first keep the points within ``data.max_range`` and at
+    most ``data.max_points`` of them, when set. Both end with :class:`CropCachedFeatures`, which turns cached
     teacher maps (when a sample has them) into the maps of the augmented image. ``superpixels > 0`` starts
     both with :class:`Superpixels` (SLIC on the original frame)."""
-    vox: Voxelize[PairedSample] = Voxelize(cfg.voxel_size, cfg.features, cfg.up_axis)
+    vox: Voxelize[PairedSample] = Voxelize(cfg.voxel_size, cfg.features, cfg.up_axis, grid=cfg.voxel)
     first: list[Transform[Any]] = [Superpixels(superpixels)] if superpixels > 0 else []
+    if cfg.max_range is not None:
+        first.append(RangeCrop(cfg.max_range, cfg.up_axis))
+    if cfg.max_points is not None:
+        first.append(LimitPoints(cfg.max_points))
     if not train:
         return Compose([*first, RandomResizedCrop(cfg.image_size, random=False), CropCachedFeatures(), vox])
     a = cfg.augment
@@ -72,10 +79,12 @@ def num_input_features(features: list[str]) -> int:
 
 
 def data_root(cfg: DataConfig | SegDataConfig, verbose: bool = True) -> Path:
-    """``data.root``, or the embedded synthetic dataset (rendered into the cache on first use); checks
-    ``data.layout``."""
+    """``data.root``, or the embedded synthetic dataset (rendered into the cache on first use: RGB-D rooms,
+    or LiDAR + camera rooms for ``data.layout=rig``); checks ``data.layout``."""
     if cfg.layout not in SCENE_READERS:
         raise ConfigError(f"config key 'data.layout': {cfg.layout!r} is not one of {known_layouts()}")
+    if cfg.root is None and cfg.layout == "rig":  # LiDAR + cameras
+        return ensure_synthetic_lidar(**asdict(cfg.synth), cache_dir=cfg.cache_dir, verbose=verbose)
     if cfg.root is None:
         return ensure_synthetic(**asdict(cfg.synth), cache_dir=cfg.cache_dir, verbose=verbose)
     return Path(cfg.root).expanduser()
@@ -115,6 +124,7 @@ def make_loader(
         max_depth=cfg.max_depth,
         skip_bad=cfg.skip_bad,
         feature_cache=feature_cache,
+        multi_camera=cfg.multi_camera,
     )
     workers = cfg.num_workers if num_workers is None else num_workers
     return DataLoader(

@@ -88,7 +88,7 @@ def seg_transform(cfg: SegDataConfig, train: bool) -> Compose:
         steps.append(RandomScale(*cfg.augment.scale))
     if train and (j := color_jitter(cfg.augment.color_jitter)) is not None:
         steps.append(j)
-    steps.append(Voxelize(cfg.voxel_size, cfg.features, cfg.up_axis))
+    steps.append(Voxelize(cfg.voxel_size, cfg.features, cfg.up_axis, grid=cfg.voxel))
     return Compose(steps)
 
 

@@ -10,22 +10,33 @@ Randomness comes from torch's global generator (seeded per worker by Lightning's
 
 from ppkt.data.transforms.base import Compose, Transform
 from ppkt.data.transforms.image import RandomHorizontalFlip, RandomResizedCrop, Superpixels
-from ppkt.data.transforms.points import ColorJitter, RandomColorDrop, RandomCrop, RandomRotate, RandomScale
+from ppkt.data.transforms.points import (
+    ColorJitter,
+    LimitPoints,
+    RandomColorDrop,
+    RandomCrop,
+    RandomRotate,
+    RandomScale,
+    RangeCrop,
+)
 from ppkt.data.transforms.teacher import AttachCachedFeatures, CropCachedFeatures
-from ppkt.data.transforms.voxelize import FEATURES, Voxelize
+from ppkt.data.transforms.voxelize import FEATURES, GRIDS, Voxelize
 
 __all__ = [
     "FEATURES",
+    "GRIDS",
     "AttachCachedFeatures",
     "ColorJitter",
     "Compose",
     "CropCachedFeatures",
+    "LimitPoints",
     "RandomColorDrop",
     "RandomCrop",
     "RandomHorizontalFlip",
     "RandomResizedCrop",
     "RandomRotate",
     "RandomScale",
+    "RangeCrop",
     "Superpixels",
     "Transform",
     "Voxelize",

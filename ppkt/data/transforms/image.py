@@ -13,34 +13,48 @@ from ppkt.data.sample import PairedSample
 from ppkt.data.transforms.base import Transform
 
 
-def _affine(a: list[list[float]]) -> torch.Tensor:
-    """``[3, 3]`` float64 affine pixel map from its two top rows."""
-    return torch.tensor([*a, [0.0, 0.0, 1.0]], dtype=torch.float64)
+def _affines(
+    scale_u: torch.Tensor, shift_u: torch.Tensor, scale_v: torch.Tensor, shift_v: torch.Tensor
+) -> torch.Tensor:
+    """``[V, 3, 3]`` float64 affine pixel maps ``u' = scale_u·u + shift_u``, ``v' = scale_v·v + shift_v``."""
+    a = torch.zeros(scale_u.shape[0], 3, 3, dtype=torch.float64)
+    a[:, 0, 0], a[:, 0, 2] = scale_u, shift_u
+    a[:, 1, 1], a[:, 1, 2] = scale_v, shift_v
+    a[:, 2, 2] = 1.0
+    return a
 
 
 class RandomHorizontalFlip(Transform[PairedSample]):
-    """Mirror the images left–right with probability ``p``: ``u → W − 1 − u``."""
+    """Mirror each image left–right with probability ``p``, independently per image: ``u → W − 1 − u`` for
+    the pairs of a flipped image."""
 
     def __init__(self, p: float = 0.5) -> None:
         self.p = p
 
     def apply(self, s: PairedSample) -> PairedSample:
-        if float(torch.rand(())) >= self.p:
+        V, W = s.images.shape[0], s.images.shape[-1]
+        flip = torch.rand(V) < self.p
+        if not bool(flip.any()):
             return s
-        W = s.images.shape[-1]
-        s.images = s.images.flip(-1)
-        s.pair_uv = torch.stack([W - 1 - s.pair_uv[:, 0], s.pair_uv[:, 1]], dim=1)
-        flip = _affine([[-1.0, 0.0, W - 1.0], [0.0, 1.0, 0.0]])
-        s.transform_pixels(flip, flip)
+        images = s.images.clone()
+        images[flip] = s.images[flip].flip(-1)
+        s.images = images
+        u = torch.where(flip[s.pair_image], W - 1 - s.pair_uv[:, 0], s.pair_uv[:, 0])
+        s.pair_uv = torch.stack([u, s.pair_uv[:, 1]], dim=1)
+        f = flip.to(torch.float64)
+        one = torch.ones(V, dtype=torch.float64)
+        a = _affines(1 - 2 * f, f * (W - 1.0), one, torch.zeros(V, dtype=torch.float64))
+        s.transform_pixels(a, a)  # a flip is its own inverse
         return s
 
 
 class RandomResizedCrop(Transform[PairedSample]):
-    """Crop a random box of ``scale`` × the image area (output aspect ratio) and resize it to ``size``.
+    """Crop a random box of ``scale`` × the image area (output aspect ratio) out of each image, independently
+    per image, and resize it to ``size``.
 
-    Pixel centres map as ``u' = (u − x0 + ½)·W'/w − ½``; pairs whose pixel leaves the crop are dropped (the
-    points stay). With ``random=False`` the box is the largest centred one of the output aspect ratio (an
-    evaluation resize).
+    Pixel centres map as ``u' = (u − x0 + ½)·W'/w − ½``; pairs whose pixel leaves their image's crop are
+    dropped (the points stay). With ``random=False`` the box is the largest centred one of the output aspect
+    ratio (an evaluation resize), the same for every image.
     """
 
     def __init__(self, size: Sequence[int], scale: Sequence[float] = (1.0, 1.0), random: bool = True) -> None:
@@ -52,8 +66,8 @@ class RandomResizedCrop(Transform[PairedSample]):
         self.scale = (float(scale[0]), float(scale[1]))
         self.random = random
 
-    def apply(self, s: PairedSample) -> PairedSample:
-        H, W = s.images.shape[-2:]
+    def box(self, H: int, W: int) -> tuple[int, int, int, int]:
+        """``(y0, x0, h, w)`` of one crop box in an ``H × W`` image."""
         Ho, Wo = self.size
         aspect = Wo / Ho
         if self.random:
@@ -67,19 +81,32 @@ class RandomResizedCrop(Transform[PairedSample]):
             x0 = int(torch.randint(0, W - cw + 1, ()))
         else:
             y0, x0 = (H - ch) // 2, (W - cw) // 2
-        crop = s.images[:, :, y0 : y0 + ch, x0 : x0 + cw]
-        if (ch, cw) != (Ho, Wo):
-            crop = F.interpolate(crop, size=(Ho, Wo), mode="bilinear", align_corners=False, antialias=True)
-        s.images = crop.clamp(0.0, 1.0)
-        sx, sy = Wo / cw, Ho / ch
-        u = (s.pair_uv[:, 0] - x0 + 0.5) * sx - 0.5
-        v = (s.pair_uv[:, 1] - y0 + 0.5) * sy - 0.5
+        return y0, x0, ch, cw
+
+    def apply(self, s: PairedSample) -> PairedSample:
+        V, _, H, W = s.images.shape
+        Ho, Wo = self.size
+        boxes = [self.box(H, W) for _ in range(V)]
+        crops = []
+        for i, (y0, x0, ch, cw) in enumerate(boxes):
+            crop = s.images[i : i + 1, :, y0 : y0 + ch, x0 : x0 + cw]
+            if (ch, cw) != (Ho, Wo):
+                crop = F.interpolate(
+                    crop, size=(Ho, Wo), mode="bilinear", align_corners=False, antialias=True
+                )
+            crops.append(crop)
+        s.images = torch.cat(crops).clamp(0.0, 1.0)
+        b = torch.tensor(boxes, dtype=torch.float64)  # [V, 4]: y0, x0, h, w
+        y0, x0, sy, sx = b[:, 0], b[:, 1], Ho / b[:, 2], Wo / b[:, 3]
+        k = s.pair_image
+        u = (s.pair_uv[:, 0] - x0[k].to(s.pair_uv.dtype) + 0.5) * sx[k].to(s.pair_uv.dtype) - 0.5
+        v = (s.pair_uv[:, 1] - y0[k].to(s.pair_uv.dtype) + 0.5) * sy[k].to(s.pair_uv.dtype) - 0.5
         s.pair_uv = torch.stack([u, v], dim=1)
         s.select_pairs((u >= -0.5) & (u < Wo - 0.5) & (v >= -0.5) & (v < Ho - 0.5))
         # u' = (u − x0 + ½)·sx − ½, and back: u = (u' + ½)/sx − ½ + x0
         s.transform_pixels(
-            _affine([[sx, 0.0, (0.5 - x0) * sx - 0.5], [0.0, sy, (0.5 - y0) * sy - 0.5]]),
-            _affine([[1 / sx, 0.0, 0.5 / sx - 0.5 + x0], [0.0, 1 / sy, 0.5 / sy - 0.5 + y0]]),
+            _affines(sx, (0.5 - x0) * sx - 0.5, sy, (0.5 - y0) * sy - 0.5),
+            _affines(1 / sx, 0.5 / sx - 0.5 + x0, 1 / sy, 0.5 / sy - 0.5 + y0),
         )
         return s
 

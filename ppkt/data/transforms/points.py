@@ -105,3 +105,41 @@ class RandomScale(Transform[S]):
     def apply(self, s: S) -> S:
         s.scale_points(self.low + float(torch.rand(())) * (self.high - self.low))
         return s
+
+
+class RangeCrop(Transform[S]):
+    """Keep the points within ``max_range`` metres of the up axis through the origin (for a LiDAR scan in
+    its own frame: of the sensor), measured in the plane across the up axis. Labels, intensities and pairs
+    follow their points."""
+
+    def __init__(self, max_range: float, up_axis: int = 2) -> None:
+        if not max_range > 0:
+            raise ValueError(f"max_range must be > 0 metres, got {max_range}")
+        self.max_range = float(max_range)
+        self.up_axis = up_axis
+
+    def apply(self, s: S) -> S:
+        plane = [a for a in range(3) if a != self.up_axis]
+        keep = s.points[:, plane].square().sum(dim=1) <= self.max_range**2
+        if not bool(keep.all()):
+            s.select_points(keep)
+        return s
+
+
+class LimitPoints(Transform[S]):
+    """Keep at most ``max_points`` points, a uniform random subset (in their original order): bounds the
+    memory of a step whatever the scan size (a 120k-point sweep). Labels, intensities and pairs follow."""
+
+    def __init__(self, max_points: int) -> None:
+        if max_points < 1:
+            raise ValueError(f"max_points must be >= 1, got {max_points}")
+        self.max_points = int(max_points)
+
+    def apply(self, s: S) -> S:
+        n = s.points.shape[0]
+        if n <= self.max_points:
+            return s
+        keep = torch.zeros(n, dtype=torch.bool)
+        keep[torch.randperm(n)[: self.max_points]] = True
+        s.select_points(keep)
+        return s

@@ -12,9 +12,10 @@ from ppkt.errors import DataError
 
 
 class AttachCachedFeatures(Transform[PairedSample]):
-    """Give a sample read from frame ``sample.source`` that frame's cached teacher maps (``teacher_cache``)
-    and an identity ``view``; put it before the image transforms. A frame missing from the cache (or whose
-    files changed since) is a :class:`~ppkt.errors.DataError`: fill the cache first."""
+    """Give a sample read from frame ``sample.source`` the cached teacher maps of its images
+    (``teacher_cache``: camera ``sample.cameras[v]`` of that frame for image ``v``) and an identity ``view``
+    per image; put it before the image transforms. A frame or camera missing from the cache (or whose files
+    changed since) is a :class:`~ppkt.errors.DataError`: fill the cache first."""
 
     def __init__(self, store: FeatureStore) -> None:
         self.store = store
@@ -27,25 +28,30 @@ class AttachCachedFeatures(Transform[PairedSample]):
             raise ValueError(
                 f"sample {s.name!r} does not know its frame (source), so it has no cached features"
             )
-        cached = self.store.load(s.source.folder, s.source.index)
+        cached = self.store.load(s.source.folder, s.source.index, s.cameras)
         if cached is None:
+            cams = "" if s.cameras is None else f" (cameras {s.cameras})"
             raise DataError(
-                f"{s.source.folder.root}: frame {s.source.name} is not in the teacher-feature cache "
+                f"{s.source.folder.root}: frame {s.source.name}{cams} is not in the teacher-feature cache "
                 f"{self.store.root} (or its files changed); run `ppkt cache-features` first"
             )
+        if cached.maps[0].shape[0] != s.images.shape[0]:
+            raise ValueError(
+                f"sample {s.name!r} has {s.images.shape[0]} images but {cached.maps[0].shape[0]} cached maps"
+            )
         s.teacher_cache = cached
-        s.view = torch.eye(3, dtype=torch.float64)
+        s.view = torch.eye(3, dtype=torch.float64).repeat(s.images.shape[0], 1, 1)
         return s
 
 
 class CropCachedFeatures(Transform[PairedSample]):
-    """Turn the whole frame's cached teacher maps into the maps of the sample's (augmented) image.
+    """Turn the whole images' cached teacher maps into the maps of the sample's (augmented) images.
 
-    For every teacher layer of stride ``s`` the output is ``[1, C, ceil(H / s), ceil(W / s)]`` for the
-    current image size ``(H, W)``: the centre of output cell ``j`` (image pixel ``(j + ½)s − ½``) is mapped
-    through ``view`` to the original frame, then to the cached map, and read with bilinear interpolation —
-    the same crop, resize and flip that moved the image and the pairing. A sample without a cache passes
-    through unchanged. Put it after the image transforms.
+    For every teacher layer of stride ``s`` the output is ``[V, C, ceil(H / s), ceil(W / s)]`` for the
+    current image size ``(H, W)``: the centre of output cell ``j`` of image ``v`` (pixel ``(j + ½)s − ½``) is
+    mapped through ``view[v]`` to the original image, then to its cached map, and read with bilinear
+    interpolation — the same crop, resize and flip that moved the image and the pairing. A sample without a
+    cache passes through unchanged. Put it after the image transforms.
     """
 
     def apply(self, s: PairedSample) -> PairedSample:
@@ -54,7 +60,7 @@ class CropCachedFeatures(Transform[PairedSample]):
             return s
         if s.view is None:
             raise ValueError(f"sample {s.name!r} has cached teacher features but no view transform")
-        H, W = s.images.shape[-2:]
+        V, _, H, W = s.images.shape
         Hf, Wf = cache.frame_size
         Hc, Wc = cache.image_size
         out = []
@@ -67,11 +73,12 @@ class CropCachedFeatures(Transform[PairedSample]):
                 indexing="ij",
             )
             pix = torch.stack([u.reshape(-1), v.reshape(-1), torch.ones(u.numel(), dtype=torch.float64)])
-            uo, vo = (s.view @ pix)[:2]  # original-frame pixel coordinates
-            # original frame -> cache image pixels -> normalised coordinates of the map (extent wc*s, hc*s)
+            orig = s.view.reshape(-1, 3, 3).expand(V, 3, 3) @ pix  # [V, 3, ho·wo] original-image pixels
+            uo, vo = orig[:, 0], orig[:, 1]
+            # original image -> cache image pixels -> normalised coordinates of the map (extent wc*s, hc*s)
             gx = ((uo + 0.5) * (Wc / Wf)) / (wc * stride) * 2 - 1
             gy = ((vo + 0.5) * (Hc / Hf)) / (hc * stride) * 2 - 1
-            grid = torch.stack([gx, gy], dim=1).reshape(1, ho, wo, 2).float()
+            grid = torch.stack([gx, gy], dim=-1).reshape(V, ho, wo, 2).float()
             out.append(
                 F.grid_sample(fmap.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
             )
