@@ -107,3 +107,100 @@ def test_collate_shifts_pairs_and_stacks_cameras() -> None:
     assert batch.intrinsics.shape == (2, 3, 3) and batch.poses.shape == (2, 4, 4)
     sample_of_pair = offset_to_batch(batch.offset)[batch.pair_voxel]
     assert torch.equal(sample_of_pair, batch.pair_image)  # one image per sample, pairs stay in their sample
+
+
+def cube_scene(cameras: int = 3, seed: int = 0) -> PairedSample:
+    """A LiDAR-like sample built directly: points on the faces of a 2 m cube about the origin, seen by
+    ``cameras`` cameras standing 5 m out at azimuths 0°, 120°, 240°, looking at the origin. Each point is
+    paired with every camera whose image it falls in (points are in the sensor frame; ``poses[v]`` is
+    camera-to-sensor)."""
+    from ppkt.data.synth.trajectory import look_at
+
+    g = torch.Generator().manual_seed(seed)
+    face = torch.randint(0, 6, (3000,), generator=g)
+    pts = torch.rand(3000, 3, generator=g, dtype=torch.float64) * 2 - 1
+    pts[torch.arange(3000), face % 3] = torch.where(face < 3, 1.0, -1.0).double()
+    Kc = torch.tensor([[20.0, 0.0, 15.5], [0.0, 20.0, 11.5], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    poses, pp, pi, puv = [], [], [], []
+    for v in range(cameras):
+        a = 2 * np.pi * v / cameras
+        T = torch.from_numpy(look_at(np.array([5 * np.cos(a), 5 * np.sin(a), 0.5]), np.zeros(3)))
+        cam = (torch.linalg.inv(T)[:3, :3] @ pts.T).T + torch.linalg.inv(T)[:3, 3]
+        uvw = (Kc @ cam.T).T
+        uv = uvw[:, :2] / uvw[:, 2:]
+        ok = (cam[:, 2] > 0) & (uv[:, 0] >= 0) & (uv[:, 0] <= W - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= H - 1)
+        idx = ok.nonzero().squeeze(1)
+        poses.append(T)
+        pp.append(idx)
+        pi.append(torch.full_like(idx, v))
+        puv.append(uv[idx].float())
+    return PairedSample(
+        points=pts.float(),
+        colors=torch.zeros(3000, 3),
+        intensity=torch.rand(3000, generator=g),
+        images=torch.rand(cameras, 3, H, W, generator=g),
+        intrinsics=Kc.expand(cameras, 3, 3).clone(),
+        poses=torch.stack(poses),
+        pair_point=torch.cat(pp),
+        pair_image=torch.cat(pi),
+        pair_uv=torch.cat(puv),
+        cameras=[f"cam_{v}" for v in range(cameras)],
+        name=f"cube/{seed}",
+    )
+
+
+def test_a_multi_camera_sample_projects_onto_its_pairs() -> None:
+    s = cube_scene()
+    assert set(s.pair_image.tolist()) == {0, 1, 2} and s.intrinsics.shape == (3, 3, 3)
+    torch.testing.assert_close(reprojected_uv(s), s.pair_uv, atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_geometry_of_three_cameras_follows_every_transform(seed: int) -> None:
+    """Each image gets its own random crop and flip; the pairs of every image keep projecting right."""
+    torch.manual_seed(seed)
+    steps = Compose(
+        [
+            RandomResizedCrop((16, 20), (0.3, 0.9)),
+            RandomHorizontalFlip(0.5),
+            RandomRotate(2, 180.0),
+            RandomScale(0.8, 1.2),
+            RandomCrop(1.5),
+        ]
+    )
+    before = cube_scene(seed=seed)
+    s = steps(before)
+    assert s.images.shape == (3, 3, 16, 20) and s.intrinsics.shape == (3, 3, 3)
+    assert set(s.pair_image.tolist()) == {0, 1, 2}
+    assert 0 < s.pair_point.numel() < before.pair_point.numel()
+    torch.testing.assert_close(reprojected_uv(s), s.pair_uv, atol=2e-3, rtol=0)
+    # per-image crops: the three images' pixel maps (new intrinsics · old⁻¹) are not all the same
+    maps = s.intrinsics @ torch.linalg.inv(before.intrinsics)
+    assert not torch.allclose(maps[0], maps[1]) or not torch.allclose(maps[1], maps[2])
+
+
+def test_flip_mirrors_each_image_independently() -> None:
+    torch.manual_seed(3)
+    s = cube_scene()
+    out = RandomHorizontalFlip(0.5)(s)
+    flipped = [not torch.equal(out.images[v], s.images[v]) for v in range(3)]
+    assert any(flipped) and not all(flipped)  # this seed flips some images, not all
+    for v in range(3):
+        want = s.images[v].flip(-1) if flipped[v] else s.images[v]
+        assert torch.equal(out.images[v], want)
+        mine = s.pair_image == v
+        u_want = W - 1 - s.pair_uv[mine, 0] if flipped[v] else s.pair_uv[mine, 0]
+        torch.testing.assert_close(out.pair_uv[mine, 0], u_want)
+    torch.testing.assert_close(reprojected_uv(out), out.pair_uv, atol=1e-3, rtol=0)
+
+
+def test_collate_offsets_the_images_of_multi_camera_samples() -> None:
+    vox = Voxelize(0.2, ["intensity"])
+    a, b = vox(cube_scene(3, 0)), vox(cube_scene(2, 1))
+    batch = collate([a, b])
+    assert batch.images.shape[0] == 5 and batch.image_offset.tolist() == [3, 5]
+    assert batch.intrinsics.shape == (5, 3, 3) and batch.poses.shape == (5, 4, 4)
+    sample_of_pair = offset_to_batch(batch.offset)[batch.pair_voxel]
+    image_sample = offset_to_batch(batch.image_offset)[batch.pair_image]
+    assert torch.equal(sample_of_pair, image_sample)  # every pair's image belongs to its own sample
+    assert set(batch.pair_image[sample_of_pair == 1].tolist()) == {3, 4}

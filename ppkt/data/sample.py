@@ -6,7 +6,8 @@ Two kinds of sample, one a refinement of the other:
   ``points [N, 3]`` float32 (after 3D augmentation), ``colors [N, 3]`` in ``[0, 1]``, optional
   ``labels [N]`` int64 (−1 = ignore), optional ``intensity [N]`` float32 (a LiDAR return's reflectance in
   ``[0, 1]``; a LiDAR scan's ``colors`` are zeros), and after :class:`~ppkt.data.transforms.Voxelize`:
-  ``coords [M, 3]`` int32 voxel coordinates, ``inverse [N]`` point→voxel map, ``feats [M, C]`` input features per voxel.
+  ``coords [M, 3]`` int32 voxel coordinates, ``inverse [N]`` point→voxel map, ``feats [M, C]`` input
+  features per voxel.
 * :class:`PairedSample` — a point cloud **plus any number of calibrated images plus the point→pixel
   pairing**, whatever the sensor: an RGB-D frame (one image, every point paired with the pixel it was
   back-projected from), a LiDAR sweep projected into V cameras, several fused RGB-D frames.
