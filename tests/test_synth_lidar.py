@@ -107,7 +107,7 @@ def test_the_dataset_is_written_in_the_rig_layout(tiny_lidar: Path) -> None:
             pts = np.fromfile(d / "points" / f"{k:06d}.bin", dtype=np.float32).reshape(-1, 4)
             label = np.load(d / "labels" / f"{k:06d}.npy")
             assert label.dtype == np.int32 and label.shape == (len(pts),) and len(pts) > 0.5 * 8 * 128
-            assert 0 <= pts[:, 3].min() and pts[:, 3].max() <= 1
+            assert pts[:, 3].min() >= 0 and pts[:, 3].max() <= 1
             for c in ("cam_0", "cam_1"):
                 assert (d / "images" / c / f"{k:06d}.png").is_file()
 
