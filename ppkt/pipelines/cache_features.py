@@ -47,8 +47,8 @@ def fill_feature_cache(
     another process sharing the cache published in the meantime is reused, not computed again. Returns the
     cache and ``{frames, computed, reused, skipped, seconds, bytes}``.
     """
-    teacher = teacher or build_teacher(cfg.teacher.name, cfg.teacher.weights, cfg.teacher.layers)
-    cache = feature_cache_for(cfg, teacher)
+    net = teacher or build_teacher(cfg.teacher.name, cfg.teacher.weights, cfg.teacher.layers)
+    cache = feature_cache_for(cfg, net)
     start = time.perf_counter()
 
     def cached(ref: FrameRef, cameras: list[str] | None) -> bool:
@@ -66,7 +66,7 @@ def fill_feature_cache(
     def flush() -> None:
         if not pending:
             return
-        maps = teacher(torch.cat(images))
+        maps = net(torch.cat(images))
         for j, (ref, camera, size) in enumerate(pending):
             cache.store(ref.folder, ref.index, [m[j : j + 1] for m in maps], size, camera)
         pending.clear()
