@@ -186,7 +186,10 @@ def test_bad_overrides(override: str, parts: list[str]) -> None:
         ("trainer.accelerator=foo", ["'trainer.accelerator'", "'foo'", "'cpu'"]),
         ("trainer.devices=0", ["'trainer.devices'", "0", ">= 1", "'auto'"]),
         ("data.num_workers=-1", ["'data.num_workers'", "-1", ">= 0"]),
-        ("data.features=[foo]", ["'data.features'", "['foo']", "['rgb', 'ones', 'height']"]),
+        (
+            "data.features=[foo]",
+            ["'data.features'", "['foo']", "['rgb', 'ones', 'height', 'intensity', 'elevation']"],
+        ),
         ("data.features=[]", ["'data.features'", "[]"]),
         ("data.features=[rgb, rgb]", ["'data.features'", "['rgb', 'rgb']", "distinct"]),
         ("data.min_depth=7", ["'data.min_depth'", "'data.max_depth'", "7.0", "6.0"]),

@@ -63,8 +63,9 @@ class PPKTPretrainModule(L.LightningModule):
         return self.head(feats if voxels is None else feats[voxels])
 
     def teacher_features(self, batch: PairedBatch) -> list[Tensor]:
-        """The frozen teacher's multi-scale maps of the batch images (no gradient, eval mode), or the
-        batch's cached maps when its loader reads a teacher-feature cache."""
+        """The frozen teacher's multi-scale maps of the batch images — every camera image of every sample,
+        ``[ΣV, 3, H, W]``, indexed by ``pair_image`` — (no gradient, eval mode), or the batch's cached maps
+        when its loader reads a teacher-feature cache."""
         if batch.teacher_feats is not None:
             return batch.teacher_feats
         self.teacher.eval()
