@@ -180,7 +180,7 @@ def test_the_geometry_of_three_cameras_follows_every_transform(seed: int) -> Non
 
 
 def test_flip_mirrors_each_image_independently() -> None:
-    torch.manual_seed(3)
+    torch.manual_seed(0)
     s = cube_scene()
     out = RandomHorizontalFlip(0.5)(s)
     flipped = [not torch.equal(out.images[v], s.images[v]) for v in range(3)]

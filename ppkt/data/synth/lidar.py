@@ -20,8 +20,8 @@ import pybullet as p
 
 __all__ = ["LidarModel", "LidarSweep", "cast_sweep"]
 
-#: rays per ``rayTestBatch`` call (pybullet's limit)
-RAY_BATCH = int(getattr(p, "MAX_RAY_INTERSECTION_BATCH_SIZE", 16384))
+#: rays per ``rayTestBatch`` call (below pybullet's limit: a batch of 16384 returns only 16383 results)
+RAY_BATCH = 8192
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,8 @@ def cast_sweep(
     for i in range(0, len(d_world), RAY_BATCH):
         batch = slice(i, i + RAY_BATCH)
         res = p.rayTestBatch(origin[batch].tolist(), ends[batch].tolist(), physicsClientId=cid)
+        if len(res) != len(origin[batch]):
+            raise RuntimeError(f"pybullet returned {len(res)} ray results for {len(origin[batch])} rays")
         hits.extend((int(r[0]), float(r[2]), r[4]) for r in res)
     body = np.fromiter((h[0] for h in hits), dtype=np.int64, count=len(hits))
     frac = np.fromiter((h[1] for h in hits), dtype=np.float64, count=len(hits))
