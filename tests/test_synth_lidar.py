@@ -20,7 +20,7 @@ from ppkt.data.synth.rig import CameraRig
 from ppkt.errors import ConfigError
 
 #: a tiny sweep model for the dataset tests
-TINY = LidarModel(beams=8, azimuths=128, fov_up=10.0, fov_down=-30.0)
+TINY = LidarModel(beams=8, azimuths=128)
 
 
 def test_beam_directions_by_hand() -> None:

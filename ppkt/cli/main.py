@@ -142,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cameras", type=int, default=4, help="--lidar: cameras around the LiDAR")
     p.add_argument("--beams", type=int, default=32, help="--lidar: laser beams")
     p.add_argument("--azimuths", type=int, default=1024, help="--lidar: firings per turn")
-    p.add_argument("--fov-up", type=float, default=10.0, help="--lidar: top beam elevation, degrees")
-    p.add_argument("--fov-down", type=float, default=-30.0, help="--lidar: bottom beam elevation, degrees")
+    p.add_argument("--fov-up", type=float, default=5.0, help="--lidar: top beam elevation, degrees")
+    p.add_argument("--fov-down", type=float, default=-40.0, help="--lidar: bottom beam elevation, degrees")
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser(

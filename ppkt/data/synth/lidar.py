@@ -31,8 +31,8 @@ class LidarModel:
 
     beams: int = 32
     azimuths: int = 1024
-    fov_up: float = 10.0
-    fov_down: float = -30.0
+    fov_up: float = 5.0
+    fov_down: float = -40.0
     max_range: float = 30.0
     range_noise: float = 0.01
     intensity_noise: float = 0.02
