@@ -138,7 +138,8 @@ class FeatureCache:
         ``cameras`` stacked in that order; ``None`` when one is absent, unreadable, made from other files
         (size/mtime changed) or of the wrong shape."""
         name = source.frames[index]
-        entries = [self._load_one(source, name, cam) for cam in (cameras or [None])]
+        names: list[str | None] = list(cameras) if cameras else [None]
+        entries = [self._load_one(source, name, cam) for cam in names]
         if any(e is None for e in entries):
             return None
         sizes = {tuple(e["frame_size"]) for e in entries if e is not None}

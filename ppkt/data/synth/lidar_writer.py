@@ -116,7 +116,7 @@ def _render_scene(out_root: Path, index: int, recipe: dict[str, Any]) -> dict[st
     """Build and render scene ``index`` of the recipe into ``out_root/scene_XXXX``; return its summary."""
     rig = _rig(recipe)
     lidar = LidarModel(**recipe["lidar"])
-    room_args = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe["room"].items()}
+    room_args: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe["room"].items()}
     room = RoomConfig(**room_args)
     layout_rng = np.random.default_rng([recipe["seed"], index, 0])
     sensor_rng = np.random.default_rng([recipe["seed"], index, 1])

@@ -88,8 +88,8 @@ class RandomResizedCrop(Transform[PairedSample]):
         Ho, Wo = self.size
         boxes = [self.box(H, W) for _ in range(V)]
         crops = []
-        for i, (y0, x0, ch, cw) in enumerate(boxes):
-            crop = s.images[i : i + 1, :, y0 : y0 + ch, x0 : x0 + cw]
+        for i, (top, left, ch, cw) in enumerate(boxes):
+            crop = s.images[i : i + 1, :, top : top + ch, left : left + cw]
             if (ch, cw) != (Ho, Wo):
                 crop = F.interpolate(
                     crop, size=(Ho, Wo), mode="bilinear", align_corners=False, antialias=True
