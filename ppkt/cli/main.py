@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -258,7 +259,23 @@ def error_message(e: PPKTError) -> str:
     return last
 
 
+#: OpenMP settings the ``ppkt`` command applies unless the user set OpenMP's wait behaviour: an idle
+#: OpenMP thread spins briefly (libgomp's default spins up to 300,000 times), then sleeps. When another
+#: process takes a core, spinning threads make every small parallel region of a step wait for a preempted
+#: thread; ``ppkt bench --cases contention`` measures it (README, "Benchmarks").
+THREAD_POOL_ENV = {"GOMP_SPINCOUNT": "1000"}
+
+
+def set_thread_pool_env(environ: dict[str, str] | os._Environ[str] = os.environ) -> None:
+    """Apply :data:`THREAD_POOL_ENV` unless ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is already set. It only
+    takes effect before torch loads its OpenMP runtime, so the command calls it before any torch import."""
+    if "OMP_WAIT_POLICY" in environ or "GOMP_SPINCOUNT" in environ:
+        return
+    environ.update(THREAD_POOL_ENV)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    set_thread_pool_env()
     args = parse_args(argv)
     try:
         args.func(args)
