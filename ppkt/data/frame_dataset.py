@@ -5,14 +5,15 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 
+import numpy as np
 from torch.utils.data import Dataset
 
-from ppkt.data.pairing import frame_to_sample
+from ppkt.data.pairing import frame_to_sample, frames_to_sample
 from ppkt.data.sample import PairedBatch, PairedSample, collate
 from ppkt.data.splits import split_by_order, split_counts
 from ppkt.data.teacher_cache import FeatureCache
 from ppkt.data.transforms import AttachCachedFeatures
-from ppkt.data.types import FrameRef, FrameSource
+from ppkt.data.types import Frame, FrameRef, FrameSource
 from ppkt.errors import ConfigError, DataError
 
 
@@ -47,49 +48,99 @@ def split_frames(
     return train, held
 
 
-class FrameDataset(Dataset[PairedSample | None]):
-    """RGB-D frames → transformed samples.
+#: the frames of one pretraining sample, in trajectory order
+Window = tuple[FrameRef, ...]
 
-    With a ``feature_cache`` every sample carries its frame's cached teacher maps (``teacher_cache``, an
+
+def group_frames(frames: Sequence[FrameRef], mode: str = "frame", views: int = 1) -> list[Window]:
+    """The frames of each pretraining sample (``data.pairing.mode``), every frame in exactly one sample.
+
+    ``frame``: one sample per frame. Per scene, in the given (trajectory) order: ``window``: consecutive
+    runs of ``views`` frames (the last one may be shorter); ``scene``: ``g = ceil(n / views)`` groups, group
+    ``s`` = frames ``s, s + g, s + 2g, …`` — each spread over the whole trajectory.
+    """
+    if mode == "frame" or views == 1:
+        return [(f,) for f in frames]
+    if mode not in ("window", "scene"):
+        raise ConfigError(f"data.pairing.mode: {mode!r} is not one of ['frame', 'window', 'scene']")
+    by_scene: dict[int, list[FrameRef]] = {}
+    for f in frames:
+        by_scene.setdefault(id(f.folder), []).append(f)
+    out: list[Window] = []
+    for refs in by_scene.values():
+        if mode == "window":
+            out += [tuple(refs[i : i + views]) for i in range(0, len(refs), views)]
+        else:
+            g = -(-len(refs) // views)
+            out += [tuple(refs[s::g]) for s in range(g)]
+    return out
+
+
+class FrameDataset(Dataset[PairedSample | None]):
+    """RGB-D frames → transformed samples; an item is one frame (``frame_to_sample``) or a window of frames
+    of one scene fused and paired with each of them (``frames_to_sample``, when ``fuse_voxel_size`` is set).
+
+    With a ``feature_cache`` every sample carries its frames' cached teacher maps (``teacher_cache``, an
     identity ``view``); a frame missing from the cache is an error (fill the cache first).
     With ``skip_bad=True`` a frame that fails to read (a :class:`DataError`) is skipped with a warning
-    naming the file (the item is ``None`` and :func:`collate_skip` drops it); otherwise the error propagates.
+    naming the file (a window keeps its other frames; an item with no frame left is ``None`` and
+    :func:`collate_skip` drops it); otherwise the error propagates.
     """
 
     def __init__(
         self,
-        frames: Sequence[FrameRef],
+        items: Sequence[FrameRef | Window],
         transform: Callable[[PairedSample], PairedSample],
         *,
         min_depth: float = 0.0,
         max_depth: float = float("inf"),
         skip_bad: bool = False,
         feature_cache: FeatureCache | None = None,
+        fuse_voxel_size: float | None = None,
+        depth_tolerance: float = 0.05,
     ) -> None:
-        self.frames = list(frames)
+        self.items: list[Window] = [w if isinstance(w, tuple) else (w,) for w in items]
         self.attach = None if feature_cache is None else AttachCachedFeatures(feature_cache)
         self.transform = transform
         self.min_depth, self.max_depth = min_depth, max_depth
         self.skip_bad = skip_bad
+        self.fuse_voxel_size, self.depth_tolerance = fuse_voxel_size, depth_tolerance
 
     def __len__(self) -> int:
-        return len(self.frames)
+        return len(self.items)
 
-    def __getitem__(self, i: int) -> PairedSample | None:
-        ref = self.frames[i]
+    def _read(self, ref: FrameRef) -> Frame | None:
         try:
             frame = ref.folder.read(ref.index)
-            sample = frame_to_sample(frame, min_depth=self.min_depth, max_depth=self.max_depth)
-            if sample.points.shape[0] == 0:
-                raise DataError(
-                    f"{frame.depth_path}: no depth in range [{self.min_depth}, {self.max_depth}] m"
-                )
+            d = frame.depth
+            if not np.any((d > self.min_depth) & (d <= self.max_depth)):
+                raise DataError(f"{frame.depth_path}: no depth in range [{self.min_depth}, {self.max_depth}] m")
         except DataError as e:
             if not self.skip_bad:
                 raise
-            warnings.warn(f"skipping bad frame {ref.name}: {e}", stacklevel=2)
+            warnings.warn(f"skipping bad frame {ref.name}: {e}", stacklevel=3)
             return None
-        sample.source = ref
+        return frame
+
+    def __getitem__(self, i: int) -> PairedSample | None:
+        read = [(ref, self._read(ref)) for ref in self.items[i]]
+        good = [(ref, frame) for ref, frame in read if frame is not None]
+        if not good:
+            return None
+        frames = [frame for _, frame in good]
+        if self.fuse_voxel_size is None:
+            if len(frames) != 1:
+                raise ValueError("FrameDataset: a window of several frames needs fuse_voxel_size")
+            sample = frame_to_sample(frames[0], min_depth=self.min_depth, max_depth=self.max_depth)
+        else:
+            sample = frames_to_sample(
+                frames,
+                fuse_voxel_size=self.fuse_voxel_size,
+                depth_tolerance=self.depth_tolerance,
+                min_depth=self.min_depth,
+                max_depth=self.max_depth,
+            )
+        sample.sources = tuple(ref for ref, _ in good)
         if self.attach is not None:
             sample = self.attach(sample)
         return self.transform(sample)

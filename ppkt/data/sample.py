@@ -21,12 +21,12 @@ Two kinds of sample, one a refinement of the other:
   - after :class:`~ppkt.data.transforms.Voxelize`: ``pair_voxel [P']`` — the pairs reduced to at most **one
     per voxel** (a voxel is never its own negative in the contrastive loss).
   - with a teacher-feature cache: ``view [3, 3]`` float64, the affine map from the current images' pixel
-    coordinates ``(u, v, 1)`` to the original frame's, ``teacher_cache`` (the whole frame's cached maps) and,
+    coordinates ``(u, v, 1)`` to the original frame's, ``teacher_cache`` (the whole frames' cached maps) and,
     after :class:`~ppkt.data.transforms.CropCachedFeatures`, ``teacher_feats`` — per teacher layer
     ``[V, C_i, ceil(H / s_i), ceil(W / s_i)]``.
   - after :class:`~ppkt.data.transforms.Superpixels`: ``pair_segment [P]`` int64, the superpixel of each
     pair's pixel.
-  - ``source``: the frame it was read from (:class:`~ppkt.data.types.FrameRef`), when there is one.
+  - ``sources``: the frames it was read from (:class:`~ppkt.data.types.FrameRef`, one per image), when known.
 
 A batch concatenates the samples of a mini-batch (:func:`collate_points` → :class:`PointBatch`,
 :func:`collate` → :class:`PairedBatch`). ``offset`` vectors hold **cumulative end counts** (Pointcept's
@@ -115,7 +115,7 @@ class PairedSample(PointSample):
     teacher_cache: CachedFeatures | None = None
     teacher_feats: list[Tensor] | None = None
     pair_segment: Tensor | None = None
-    source: FrameRef | None = None
+    sources: tuple[FrameRef, ...] = ()
 
     def copy(self) -> PairedSample:
         return copy.copy(self)

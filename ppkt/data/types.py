@@ -61,7 +61,7 @@ class FrameSource(Protocol):
 
 @dataclass
 class CachedFeatures:
-    """The teacher's maps of one whole frame.
+    """The teacher's maps of one whole frame (or of ``V`` frames of one size, stacked: ``[V, C_i, …]``).
 
     ``maps[i]``: ``[1, C_i, ceil(Hc / s_i), ceil(Wc / s_i)]`` for the frame resized to ``image_size = (Hc,
     Wc)``; cell ``j`` of map ``i`` covers cache-image pixels ``[j s_i, (j + 1) s_i)`` (the UPL convention).

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from ppkt.config.finetune import SegDataConfig
 from ppkt.config.pretrain import ColorJitterConfig, DataConfig
 from ppkt.data.embedded import ensure_synthetic
-from ppkt.data.frame_dataset import FrameDataset, collate_skip, split_frames
+from ppkt.data.frame_dataset import FrameDataset, collate_skip, group_frames, split_frames
 from ppkt.data.readers import SCENE_READERS, known_layouts, open_scenes
 from ppkt.data.sample import PairedSample
 from ppkt.data.teacher_cache import FeatureCache
@@ -105,16 +105,21 @@ def make_loader(
     superpixels: int = 0,
     seed: int = 0,
 ) -> DataLoader:
-    """Batches of ``frames`` through the training (``train``: shuffled, augmented, incomplete last batch
-    dropped) or evaluation transform. Order and augmentation depend only on ``seed``, the epoch and the
-    frame (:class:`~ppkt.training.resume.EpochSampler`): a resumed run sees an uninterrupted one's batches."""
+    """Batches of samples of ``frames`` (grouped by ``data.pairing``: one frame, or several fused frames
+    per sample; ``batch_size`` counts samples) through the training (``train``: shuffled, augmented,
+    incomplete last batch dropped) or evaluation transform. Order and augmentation depend only on ``seed``,
+    the epoch and the sample (:class:`~ppkt.training.resume.EpochSampler`): a resumed run sees an
+    uninterrupted one's batches."""
+    p = cfg.pairing
     ds = FrameDataset(
-        frames,
+        group_frames(frames, p.mode, p.views),
         build_transform(cfg, train, superpixels),
         min_depth=cfg.min_depth,
         max_depth=cfg.max_depth,
         skip_bad=cfg.skip_bad,
         feature_cache=feature_cache,
+        fuse_voxel_size=None if p.mode == "frame" else p.fuse_voxel_size,
+        depth_tolerance=p.depth_tolerance,
     )
     workers = cfg.num_workers if num_workers is None else num_workers
     return DataLoader(

@@ -7,14 +7,15 @@ import torch.nn.functional as F
 
 from ppkt.data.sample import PairedSample
 from ppkt.data.transforms.base import Transform
-from ppkt.data.types import FeatureStore
+from ppkt.data.types import CachedFeatures, FeatureStore
 from ppkt.errors import DataError
 
 
 class AttachCachedFeatures(Transform[PairedSample]):
-    """Give a sample read from frame ``sample.source`` that frame's cached teacher maps (``teacher_cache``)
-    and an identity ``view``; put it before the image transforms. A frame missing from the cache (or whose
-    files changed since) is a :class:`~ppkt.errors.DataError`: fill the cache first."""
+    """Give a sample read from frames ``sample.sources`` (one per image) their cached teacher maps
+    (``teacher_cache``, the frames' maps stacked in image order) and an identity ``view``; put it before the
+    image transforms. A frame missing from the cache (or whose files changed since) is a
+    :class:`~ppkt.errors.DataError`: fill the cache first."""
 
     def __init__(self, store: FeatureStore) -> None:
         self.store = store
@@ -23,17 +24,25 @@ class AttachCachedFeatures(Transform[PairedSample]):
         return f"AttachCachedFeatures(root={str(self.store.root)!r})"
 
     def apply(self, s: PairedSample) -> PairedSample:
-        if s.source is None:
+        if len(s.sources) != s.images.shape[0]:
             raise ValueError(
-                f"sample {s.name!r} does not know its frame (source), so it has no cached features"
+                f"sample {s.name!r} does not know the frame of each image (sources), so it has no cached "
+                "features"
             )
-        cached = self.store.load(s.source.folder, s.source.index)
-        if cached is None:
-            raise DataError(
-                f"{s.source.folder.root}: frame {s.source.name} is not in the teacher-feature cache "
-                f"{self.store.root} (or its files changed); run `ppkt cache-features` first"
-            )
-        s.teacher_cache = cached
+        frames = []
+        for ref in s.sources:
+            cached = self.store.load(ref.folder, ref.index)
+            if cached is None:
+                raise DataError(
+                    f"{ref.folder.root}: frame {ref.name} is not in the teacher-feature cache "
+                    f"{self.store.root} (or its files changed); run `ppkt cache-features` first"
+                )
+            frames.append(cached)
+        first = frames[0]
+        if any((c.image_size, c.frame_size) != (first.image_size, first.frame_size) for c in frames):
+            raise DataError(f"sample {s.name!r}: its frames' cached teacher maps differ in size")
+        maps = [torch.cat(level) for level in zip(*(c.maps for c in frames), strict=True)]
+        s.teacher_cache = CachedFeatures(maps, first.strides, first.image_size, first.frame_size)
         s.view = torch.eye(3, dtype=torch.float64)
         return s
 
@@ -41,7 +50,7 @@ class AttachCachedFeatures(Transform[PairedSample]):
 class CropCachedFeatures(Transform[PairedSample]):
     """Turn the whole frame's cached teacher maps into the maps of the sample's (augmented) image.
 
-    For every teacher layer of stride ``s`` the output is ``[1, C, ceil(H / s), ceil(W / s)]`` for the
+    For every teacher layer of stride ``s`` the output is ``[V, C, ceil(H / s), ceil(W / s)]`` for the
     current image size ``(H, W)``: the centre of output cell ``j`` (image pixel ``(j + ½)s − ½``) is mapped
     through ``view`` to the original frame, then to the cached map, and read with bilinear interpolation —
     the same crop, resize and flip that moved the image and the pairing. A sample without a cache passes
@@ -71,7 +80,7 @@ class CropCachedFeatures(Transform[PairedSample]):
             # original frame -> cache image pixels -> normalised coordinates of the map (extent wc*s, hc*s)
             gx = ((uo + 0.5) * (Wc / Wf)) / (wc * stride) * 2 - 1
             gy = ((vo + 0.5) * (Hc / Hf)) / (hc * stride) * 2 - 1
-            grid = torch.stack([gx, gy], dim=1).reshape(1, ho, wo, 2).float()
+            grid = torch.stack([gx, gy], dim=1).reshape(1, ho, wo, 2).float().expand(fmap.shape[0], -1, -1, -1)
             out.append(
                 F.grid_sample(fmap.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
             )
