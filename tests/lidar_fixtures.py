@@ -64,6 +64,30 @@ def write_kitti_object(
     return folder
 
 
+def write_kitti_raw(
+    root: Path, date: str = "2011_09_26", drives: tuple[int, ...] = (1, 5), n: int = 2
+) -> Path:
+    """A KITTI raw date folder: ``calib_cam_to_cam.txt`` (P_rect_02, R_rect_00), ``calib_velo_to_cam.txt``
+    (R, T) and synchronised drives with ``velodyne_points/data`` and ``image_02/data``."""
+    folder = root / date
+    folder.mkdir(parents=True)
+    cams = "calib_time: 09-Jan-2012 13:57:47\n" + calib_lines(
+        P_rect_00=KITTI_P2, R_rect_00=KITTI_R0, P_rect_02=KITTI_P2
+    )
+    (folder / "calib_cam_to_cam.txt").write_text(cams)
+    velo = calib_lines(R=KITTI_TR[:, :3], T=KITTI_TR[:, 3])
+    (folder / "calib_velo_to_cam.txt").write_text(
+        "calib_time: 15-Mar-2012 11:37:16\n" + velo + "delta_f: 0 0\n"
+    )
+    for d in drives:
+        drive = folder / f"{date}_drive_{d:04d}_sync"
+        (drive / "velodyne_points" / "data").mkdir(parents=True)
+        for i in range(n):
+            kitti_points(seed=i).tofile(drive / "velodyne_points" / "data" / f"{i:010d}.bin")
+            write_image(drive / "image_02" / "data" / f"{i:010d}.png", KITTI_HW, seed=i)
+    return folder
+
+
 def kitti_poses(n: int) -> np.ndarray:
     """``[n, 3, 4]`` camera-0 poses: moving 1 m per scan along z and turning 0.05 rad per scan about y."""
     poses = np.zeros((n, 3, 4))

@@ -25,6 +25,7 @@ from .lidar_fixtures import (
     rig_points,
     write_image,
     write_kitti_object,
+    write_kitti_raw,
     write_kitti_sequence,
     write_nuscenes,
     write_rig,
@@ -47,7 +48,7 @@ def _project(K: np.ndarray, T: np.ndarray, xyz: np.ndarray) -> np.ndarray:
 
 
 def test_lidar_layouts_are_registered_and_kept_apart(tmp_path: Path) -> None:
-    for layout in ("kitti", "kitti_odometry", "semantickitti", "nuscenes", "rig"):
+    for layout in ("kitti", "kitti_raw", "kitti_odometry", "semantickitti", "nuscenes", "rig"):
         assert layout in known_layouts() and is_lidar_layout(layout)
     assert not is_lidar_layout("generic")
     write_kitti_object(tmp_path)
@@ -133,6 +134,28 @@ def test_kitti_object_root_without_scans_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(DataError) as e:
         open_scans(tmp_path, "kitti")
     assert_mentions(e.value, tmp_path / "training" / "velodyne", "no LiDAR scans")
+
+
+def test_kitti_raw_reads_drives_with_the_devkit_projection(tmp_path: Path) -> None:
+    date = write_kitti_raw(tmp_path)
+    drives = open_scans(tmp_path, "kitti_raw")
+    assert [d.scene for d in drives] == ["2011_09_26_drive_0001_sync", "2011_09_26_drive_0005_sync"]
+    assert drives[0].frames == ["0000000000", "0000000001"]
+    assert [d.scene for d in open_scans(date / "2011_09_26_drive_0005_sync", "kitti_raw")] == [
+        drives[1].scene
+    ]
+    scan = drives[1].read(1)
+    pts = kitti_points(seed=1)
+    np.testing.assert_array_equal(scan.points, pts[:, :3])
+    # P_rect_02 · R_rect_00 · [R | T] · x
+    uvw = (KITTI_P2 @ _h(KITTI_R0) @ _h(KITTI_TR) @ np.c_[pts[:, :3], np.ones(len(pts))].T).T
+    uv = _project(scan.K[0], scan.lidar_to_camera[0], scan.points)
+    np.testing.assert_allclose(uv, uvw[:, :2] / uvw[:, 2:], rtol=1e-12)
+    assert scan.pose is None and scan.label is None and scan.cameras == ["image_2"]
+    (date / "calib_velo_to_cam.txt").write_text("calib_time: 15-Mar-2012 11:37:16\nR: 1 0 0 0 1 0 0 0 1\n")
+    with pytest.raises(DataError) as e:
+        drives[0].read(0)
+    assert_mentions(e.value, date / "calib_velo_to_cam.txt", "'T'")
 
 
 # ---------------------------------------------------------------- KITTI odometry / SemanticKITTI

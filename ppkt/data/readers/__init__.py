@@ -13,8 +13,9 @@ preset), ``scannet`` (:class:`~ppkt.data.readers.scannet.ScanNetScene`) and ``tu
 A *scan source* (:class:`~ppkt.data.types.ScanSource`, the same interface) is one LiDAR sequence or scene
 whose frames read as :class:`~ppkt.data.types.Scan` (a sweep plus its calibrated camera images); the LiDAR
 layouts are ``kitti``, ``kitti_odometry``, ``semantickitti`` (:mod:`~ppkt.data.readers.kitti`),
-``nuscenes`` (:mod:`~ppkt.data.readers.nuscenes`) and ``rig`` (:mod:`~ppkt.data.readers.rig`), opened with
-:func:`open_scans`. :data:`SCENE_READERS` holds both kinds; :func:`is_lidar_layout` tells them apart.
+``kitti_raw`` (:mod:`~ppkt.data.readers.kitti_raw`), ``nuscenes`` (:mod:`~ppkt.data.readers.nuscenes`) and
+``rig`` (:mod:`~ppkt.data.readers.rig`), opened with :func:`open_scans`. :data:`SCENE_READERS` holds both
+kinds; :func:`is_lidar_layout` tells them apart.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from ppkt.data.readers.folder import LAYOUTS, RGBDFolder, list_scenes
 from ppkt.data.readers.kitti import open_kitti, open_kitti_sequences
+from ppkt.data.readers.kitti_raw import open_kitti_raw
 from ppkt.data.readers.nuscenes import open_nuscenes
 from ppkt.data.readers.rig import open_rig
 from ppkt.data.readers.scannet import open_scannet
@@ -59,6 +61,7 @@ RGBD_READERS: dict[str, Callable[[Path], list[FrameSource]]] = {
 #: LiDAR ``data.layout`` name -> ``open(root) -> [ScanSource, ...]`` (one per sequence / scene).
 LIDAR_READERS: dict[str, Callable[[Path], list[ScanSource]]] = {
     "kitti": lambda root: list(open_kitti(root)),
+    "kitti_raw": lambda root: list(open_kitti_raw(root)),
     "kitti_odometry": lambda root: list(open_kitti_sequences(root, labels=False)),
     "semantickitti": lambda root: list(open_kitti_sequences(root, labels=True)),
     "nuscenes": lambda root: list(open_nuscenes(root)),

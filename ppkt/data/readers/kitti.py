@@ -39,15 +39,17 @@ from ppkt.errors import DataError
 CAMERA = "image_2"
 
 
-def _scan_names(folder: Path) -> list[str]:
-    velodyne = folder / "velodyne"
-    names = sorted((p.stem for p in velodyne.glob("*.bin")), key=natural_key)
+def scan_names(folder: Path, velodyne: str = "velodyne") -> list[str]:
+    """The ``*.bin`` scans' names in ``folder/velodyne``, naturally sorted (:class:`DataError` if none)."""
+    velodyne_dir = folder / velodyne
+    names = sorted((p.stem for p in velodyne_dir.glob("*.bin")), key=natural_key)
     if not names:
-        raise DataError(f"{velodyne}: no LiDAR scans (no *.bin file)")
+        raise DataError(f"{velodyne_dir}: no LiDAR scans (no *.bin file)")
     return names
 
 
-def _scan_points(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def scan_points(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(xyz [N, 3], reflectance [N])`` float32 of a KITTI ``.bin`` scan (float32 × 4)."""
     table = read_bin_points(path, 4)
     return np.ascontiguousarray(table[:, :3]), np.ascontiguousarray(table[:, 3])
 
@@ -58,7 +60,7 @@ class KittiObjectSplit(ScanReader):
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.scene = self.root.name
-        self.frames = _scan_names(self.root)
+        self.frames = scan_names(self.root)
 
     def frame_files(self, name: str) -> list[Path]:
         r = self.root
@@ -69,7 +71,7 @@ class KittiObjectSplit(ScanReader):
 
     def _read_scan(self, name: str) -> Scan:
         points_path, image_path, calib_path = self.frame_files(name)
-        points, reflectance = _scan_points(points_path)
+        points, reflectance = scan_points(points_path)
         calib = read_kitti_calib(calib_path, {"P2": (3, 4), "R0_rect": (3, 3), "Tr_velo_to_cam": (3, 4)})
         K, offset = camera_of_projection(calib["P2"], calib_path, "P2")
         rect = rigid_calib(calib["R0_rect"], calib_path, "R0_rect")
@@ -96,7 +98,7 @@ class KittiSequence(ScanReader):
         self.root = Path(root)
         self.scene = self.root.name
         self.labels = labels
-        self.frames = _scan_names(self.root)
+        self.frames = scan_names(self.root)
         self.has_images = (self.root / "image_2").is_dir()
         self._poses: np.ndarray | None = None
 
@@ -164,7 +166,7 @@ class KittiSequence(ScanReader):
 
     def _read_scan(self, name: str) -> Scan:
         points_path = self.root / "velodyne" / f"{name}.bin"
-        points, reflectance = _scan_points(points_path)
+        points, reflectance = scan_points(points_path)
         scan = Scan(
             scene=self.scene,
             name=name,
