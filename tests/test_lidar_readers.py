@@ -249,6 +249,24 @@ def test_rig_reads_every_point_format_labels_and_poses(tmp_path: Path) -> None:
     np.testing.assert_allclose(yard.intensity, pts[:, 3])
 
 
+def test_write_rig_round_trips(tmp_path: Path) -> None:
+    from ppkt.data.readers.rig import RigCamera, read_rig, write_rig
+
+    T = np.eye(4)
+    T[:3, 3] = [0.1, -0.2, 0.3]
+    K = np.array([[50.0, 0.0, 31.5], [0.0, 50.0, 23.5], [0.0, 0.0, 1.0]])
+    cams = [RigCamera("a", K, T, (48, 64))]
+    cams.append(RigCamera("b", cams[0].K, np.eye(4), None))
+    rig = read_rig(write_rig(tmp_path / "rig.json", cams, ("x", "y", "z", "intensity", "ring")))
+    assert [c.name for c in rig.cameras] == ["a", "b"] and rig.columns == ("x", "y", "z", "intensity", "ring")
+    np.testing.assert_array_equal(rig.cameras[0].lidar_to_camera, T)
+    np.testing.assert_array_equal(rig.cameras[0].K, cams[0].K)
+    assert rig.cameras[0].image_size == (48, 64) and rig.cameras[1].image_size is None
+    bad = [RigCamera("c", cams[0].K, 2 * np.eye(4), None)]
+    with pytest.raises(DataError, match="not a rigid"):
+        write_rig(tmp_path / "bad.json", bad)
+
+
 @pytest.mark.parametrize(
     "damage",
     [

@@ -25,6 +25,7 @@ as stored.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +118,30 @@ def read_rig(path: Path) -> Rig:
     if not all(isinstance(c, str) for c in columns) or columns[:3] != ("x", "y", "z"):
         raise DataError(f"{path}: points.columns must start with 'x', 'y', 'z', got {list(columns)}")
     return Rig(path, tuple(cameras), columns)
+
+
+def write_rig(path: Path, cameras: Sequence[RigCamera], columns: Sequence[str] = DEFAULT_COLUMNS) -> Path:
+    """Write the ``rig.json`` :func:`read_rig` reads back (for writers of the rig layout, such as a
+    synthetic LiDAR generator); validated by reading it back."""
+    doc = {
+        "cameras": {
+            c.name: {
+                "K": np.asarray(c.K, dtype=np.float64).tolist(),
+                "lidar_to_camera": np.asarray(c.lidar_to_camera, dtype=np.float64).tolist(),
+                **(
+                    {}
+                    if c.image_size is None
+                    else {"image_size": [int(c.image_size[0]), int(c.image_size[1])]}
+                ),
+            }
+            for c in cameras
+        },
+        "points": {"columns": list(columns)},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1))
+    read_rig(path)
+    return path
 
 
 class RigScene(ScanReader):
