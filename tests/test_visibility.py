@@ -26,6 +26,8 @@ def test_pinhole_project_with_skew_and_points_behind() -> None:
         uv[:3], torch.tensor([[7.5, 7.0], [2.0, 2.0], [-7.5, 7.0]]).double(), rtol=0, atol=0
     )
     assert in_front.tolist() == [True, True, True, False]  # depth 0.5 = min_depth is in front
+    zero = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1e-9]], dtype=torch.float64)
+    assert pinhole_project(zero, Ks, 0.0)[1].tolist() == [False, True]  # depth 0 is never in front
 
 
 def test_pixel_of_rounds_to_pixel_centres() -> None:

@@ -26,10 +26,11 @@ from torch import Tensor
 
 def pinhole_project(points_cam: Tensor, K: Tensor, min_depth: float = 1e-3) -> tuple[Tensor, Tensor]:
     """``uv [N, 2]`` pixel coordinates of ``[N, 3]`` camera-frame points and ``in_front [N]``
-    (``z ≥ min_depth``); ``uv`` is meaningless where not in front (no division by ~0 happens there)."""
+    (``z ≥ min_depth`` and ``z > 0``); ``uv`` is meaningless where not in front (no division by ~0 happens
+    there)."""
     K = K.to(points_cam.dtype)
     z = points_cam[:, 2]
-    in_front = z >= min_depth
+    in_front = (z >= min_depth) & (z > 0)
     zs = torch.where(in_front, z, torch.ones_like(z))
     x, y = points_cam[:, 0] / zs, points_cam[:, 1] / zs
     u = K[0, 0] * x + K[0, 1] * y + K[0, 2]
