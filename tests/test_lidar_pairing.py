@@ -67,7 +67,7 @@ def test_points_pair_with_their_pixels_and_all_points_stay() -> None:
     cam = (torch.linalg.inv(s.poses[0]) @ torch.tensor([4.0, -1.2, 0.4, 1.0], dtype=torch.float64))[:3]
     uvw = s.intrinsics[0] @ cam
     torch.testing.assert_close((uvw[:2] / uvw[2]).float(), s.pair_uv[1])
-    assert s.name == "s/f"
+    assert s.name == "s/f" and s.cameras == ["cam0"]
 
 
 def test_min_depth_and_occlusion_remove_pairs() -> None:
@@ -103,11 +103,12 @@ def test_multi_camera_rules() -> None:
         kw = {"min_depth": 0.5, "multi_camera": "random", "occlusion_window": 1}
         one = scan_to_sample(scan, rng=torch.Generator().manual_seed(seed), **kw)  # type: ignore[arg-type]
         again = scan_to_sample(scan, rng=torch.Generator().manual_seed(seed), **kw)  # type: ignore[arg-type]
-        assert one.images.shape[0] == 1 and one.pair_image.tolist() == [0, 0]
+        assert one.images.shape[0] == 1 and one.pair_image.tolist() == [0, 0] and one.cameras is not None
         assert torch.equal(one.pair_point, again.pair_point) and torch.equal(one.poses, again.poses)
         cam = 0 if one.pair_point.tolist() == [0, 1] else 1
         assert one.pair_point.tolist() == ([0, 1] if cam == 0 else [0, 2])
         torch.testing.assert_close(one.poses[0], every.poses[cam])
+        assert one.cameras == [f"cam{cam}"] and every.cameras == ["cam0", "cam1"]
         chosen.add(cam)
     assert chosen == {0, 1}  # both cameras get drawn
     with pytest.raises(ValueError, match="all"):

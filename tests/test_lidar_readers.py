@@ -68,6 +68,7 @@ def test_kitti_object_reads_scans_with_the_documented_projection(tmp_path: Path)
     write_kitti_object(tmp_path, ids=("000007",), split="testing")
     splits = open_scans(tmp_path, "kitti")
     assert [s.scene for s in splits] == ["testing", "training"] and isinstance(splits[0], ScanSource)
+    assert splits[0].cameras == ["image_2"]
     assert splits[1].frames == ["000000", "000001"]
     scan = splits[1].read(1)
     expected = kitti_points(seed=1)
@@ -187,6 +188,7 @@ def test_semantickitti_without_images_reads_lidar_only_scans(tmp_path: Path) -> 
     write_kitti_sequence(tmp_path, "00", n=2, images=False, poses=False)
     scan = open_scans(tmp_path / "sequences", "semantickitti")[0].read(0)
     assert scan.cameras == [] and scan.images == [] and scan.pose is None and scan.label is not None
+    assert open_scans(tmp_path / "sequences", "semantickitti")[0].cameras == []
 
 
 @pytest.mark.parametrize("damage", ["count", "unknown id", "no calib", "short poses"])
@@ -226,10 +228,8 @@ def test_rig_reads_every_point_format_labels_and_poses(tmp_path: Path) -> None:
         np.testing.assert_array_equal(scan.intensity, pts[:, 3])
         np.testing.assert_array_equal(scan.label, 1 + np.arange(120) % 3)
         assert scan.pose is not None and scan.pose[0, 3] == i
-    assert scan.cameras == ["front", "left"] and [im.shape for im in scan.images] == [
-        (20, 40, 3),
-        (30, 30, 3),
-    ]
+    assert scan.cameras == scenes[1].cameras == ["front", "left"]
+    assert [im.shape for im in scan.images] == [(20, 40, 3), (30, 30, 3)]
     assert scan.calib_path == root / "rig.json"
     # a .ply scene with its own rig.json (one camera), no labels, no poses
     from ppkt.data.io.ply import write_ply

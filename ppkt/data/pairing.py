@@ -102,9 +102,10 @@ def scan_to_sample(
       the whole scan (uniformly, from ``rng`` or torch's global generator, as ScaLR does) and keeps only its
       image and pairs (``V = 1``; the other cameras are not even projected).
     * **Points** stay in the LiDAR frame and all stay in the sample, paired or not (the 3D network sees the
-      whole scan); ``poses[v]`` is camera-to-LiDAR (the inverse of ``lidar_to_camera[v]``), so the pairing
-      follows the usual transforms. ``colors`` are zeros (a LiDAR has no colour), ``intensity`` holds the
-      scan's intensity for the feature builder and ``labels`` are ``class − 1`` (``−1`` = unlabelled).
+      whole scan); ``cameras`` names each image's camera; ``poses[v]`` is camera-to-LiDAR (the inverse of
+      ``lidar_to_camera[v]``), so the pairing follows the usual transforms. ``colors`` are zeros (a LiDAR
+      has no colour), ``intensity`` holds the scan's intensity for the feature builder and ``labels`` are
+      ``class − 1`` (``−1`` = unlabelled).
 
     Raises :class:`DataError` naming the file when the scan has no camera, or a camera sees no point (in
     front and inside its image, before the occlusion test: a wrong calibration).
@@ -171,4 +172,5 @@ def scan_to_sample(
         pair_image=image_of,
         pair_uv=uv_all,
         name=f"{scan.scene}/{scan.name}",
+        cameras=[scan.cameras[c] for c in views],
     )

@@ -28,6 +28,7 @@ Two kinds of sample, one a refinement of the other:
   - after :class:`~ppkt.data.transforms.Superpixels`: ``pair_segment [P]`` int64, the superpixel of each
     pair's pixel.
   - ``source``: the frame it was read from (:class:`~ppkt.data.types.FrameRef`), when there is one.
+  - ``cameras``: the name of each image's camera when the frame has several (a LiDAR scan's), else ``None``.
 
 A batch concatenates the samples of a mini-batch (:func:`collate_points` → :class:`PointBatch`,
 :func:`collate` → :class:`PairedBatch`). ``offset`` vectors hold **cumulative end counts** (Pointcept's
@@ -120,6 +121,7 @@ class PairedSample(PointSample):
     teacher_feats: list[Tensor] | None = None
     pair_segment: Tensor | None = None
     source: FrameRef | None = None
+    cameras: list[str] | None = None
 
     def copy(self) -> PairedSample:
         return copy.copy(self)

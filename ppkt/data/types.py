@@ -101,6 +101,7 @@ class ScanSource(Protocol):
     root: Path
     scene: str
     frames: list[str]
+    cameras: list[str]  # the camera names of every scan, in the order of its images
 
     def __len__(self) -> int: ...
 

@@ -61,6 +61,7 @@ class KittiObjectSplit(ScanReader):
         self.root = Path(root)
         self.scene = self.root.name
         self.frames = scan_names(self.root)
+        self.cameras = [CAMERA]
 
     def frame_files(self, name: str) -> list[Path]:
         r = self.root
@@ -100,6 +101,7 @@ class KittiSequence(ScanReader):
         self.labels = labels
         self.frames = scan_names(self.root)
         self.has_images = (self.root / "image_2").is_dir()
+        self.cameras = [CAMERA] if self.has_images else []
         self._poses: np.ndarray | None = None
 
     @property

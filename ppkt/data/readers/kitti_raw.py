@@ -40,6 +40,7 @@ class KittiRawDrive(ScanReader):
         self.root = Path(root)
         self.scene = self.root.name
         self.frames = scan_names(self.root, VELODYNE)
+        self.cameras = [CAMERA]
         self.cam_to_cam = self.root.parent / "calib_cam_to_cam.txt"
         self.velo_to_cam = self.root.parent / "calib_velo_to_cam.txt"
 

@@ -78,6 +78,7 @@ class NuScenesScene(ScanReader):
         self.version = version_dir.name
         self.calib_path = version_dir / "calibrated_sensor.json"
         self.keyframes = {k.token: k for k in keyframes}
+        self.cameras = list(CAMERAS)
         self.frames = [k.token for k in keyframes]
 
     def frame_files(self, name: str) -> list[Path]:

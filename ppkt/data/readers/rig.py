@@ -151,6 +151,7 @@ class RigScene(ScanReader):
         self.root = Path(root)
         self.scene = self.root.name
         self.rig = rig
+        self.cameras = [c.name for c in rig.cameras]
         self._points: dict[str, Path] = {}
         for path in sorted((self.root / "points").iterdir()):
             if path.suffix in POINT_SUFFIXES and not path.is_dir():

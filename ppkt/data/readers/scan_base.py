@@ -62,8 +62,15 @@ class ScanReader(IndexedReader[Scan]):
     """One LiDAR sequence or scene (the :class:`~ppkt.data.types.ScanSource` protocol): ``frames`` are the
     scan names in time order; :meth:`read` raises :class:`DataError` naming the file."""
 
+    cameras: list[str]
+
     def _read_scan(self, name: str) -> Scan:
         raise NotImplementedError
 
     def _read_checked(self, name: str) -> Scan:
-        return check_scan(self._read_scan(name))
+        scan = check_scan(self._read_scan(name))
+        if scan.cameras != self.cameras:
+            raise DataError(
+                f"{scan.points_path}: cameras {scan.cameras}, expected {self.cameras} for {self.scene}"
+            )
+        return scan
