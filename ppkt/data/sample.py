@@ -3,7 +3,8 @@
 Two kinds of sample, one a refinement of the other:
 
 * :class:`PointSample` — an image-free point cloud (a fused scene for segmentation):
-  ``points [N, 3]`` float32 (after 3D augmentation), ``colors [N, 3]`` in ``[0, 1]``, optional
+  ``points [N, 3]`` float32 (after 3D augmentation), ``colors [N, 3]`` in ``[0, 1]`` (zeros for LiDAR),
+  optional ``intensity [N]`` float32 (LiDAR reflectance, for the feature builder), optional
   ``labels [N]`` int64 (−1 = ignore), and after :class:`~ppkt.data.transforms.Voxelize`: ``coords [M, 3]``
   int32 voxel coordinates, ``inverse [N]`` point→voxel map, ``feats [M, C]`` input features per voxel.
 * :class:`PairedSample` — a point cloud **plus any number of calibrated images plus the point→pixel
@@ -27,6 +28,7 @@ Two kinds of sample, one a refinement of the other:
   - after :class:`~ppkt.data.transforms.Superpixels`: ``pair_segment [P]`` int64, the superpixel of each
     pair's pixel.
   - ``sources``: the frames it was read from (:class:`~ppkt.data.types.FrameRef`, one per image), when known.
+  - ``cameras``: the name of each image's camera when the frame has several (a LiDAR scan's), else ``None``.
 
 A batch concatenates the samples of a mini-batch (:func:`collate_points` → :class:`PointBatch`,
 :func:`collate` → :class:`PairedBatch`). ``offset`` vectors hold **cumulative end counts** (Pointcept's
@@ -72,6 +74,7 @@ class PointSample:
     points: Tensor
     colors: Tensor
     labels: Tensor | None = None
+    intensity: Tensor | None = None
     name: str = ""
     coords: Tensor | None = None
     inverse: Tensor | None = None
@@ -82,10 +85,12 @@ class PointSample:
         return copy.copy(self)
 
     def select_points(self, keep: Tensor) -> None:
-        """Keep only the points selected by the bool mask ``keep [N]`` (labels follow)."""
+        """Keep only the points selected by the bool mask ``keep [N]`` (labels and intensity follow)."""
         self.points, self.colors = self.points[keep], self.colors[keep]
         if self.labels is not None:
             self.labels = self.labels[keep]
+        if self.intensity is not None:
+            self.intensity = self.intensity[keep]
 
     def set_voxels(self, coords: Tensor, inverse: Tensor, feats: Tensor) -> None:
         """Record the voxelization: ``coords [M, 3]``, point→voxel map ``inverse [N]``, ``feats [M, C]``."""
@@ -116,6 +121,7 @@ class PairedSample(PointSample):
     teacher_feats: list[Tensor] | None = None
     pair_segment: Tensor | None = None
     sources: tuple[FrameRef, ...] = ()
+    cameras: list[str] | None = None
 
     def copy(self) -> PairedSample:
         return copy.copy(self)
