@@ -14,9 +14,13 @@ import pytest
 import torch
 
 from ppkt.cli.main import main
-from ppkt.export import detect_format, export_weights, import_classifier
+from ppkt.export import detect_format, export_weights, import_classifier, read_weights_file
 from ppkt.models.student import build_student
-from tests.test_export import cli_export, fake_run
+from ppkt.sparse import SparseTensor
+from ppkt.training.common import load_run_checkpoint
+from ppkt.training.foreign import foreign_segmentation_module
+from ppkt.training.seg_module import SegmentationModule
+from tests.test_export import cli_export, cloud, fake_run
 
 from .conftest import TINY_FINETUNE, assert_mentions
 
@@ -48,6 +52,20 @@ def test_evaluate_exported_classifier_equals_ppkt(
     assert theirs["miou"] == pytest.approx(ours["miou"], abs=1e-9)
     assert theirs["accuracy"] == pytest.approx(ours["accuracy"], abs=1e-9)
     assert theirs["per_class_iou"] == ours["per_class_iou"]
+    # and the same function, not only the same scores: equal logits on another cloud
+    module = load_run_checkpoint(SegmentationModule, ckpt, "finetune").eval()
+    foreign = detect_format(read_weights_file(tmp_path / "foreign.pth"))
+    assert foreign is not None and foreign.target.name == target
+    again = foreign_segmentation_module(
+        tmp_path / "foreign.pth", foreign, module.cfg, module.num_classes, module.class_names
+    )
+    coords = cloud(batch=2, side=12, n=300, seed=4)
+    x = SparseTensor(torch.rand(coords.shape[0], 3) - 0.5, coords)
+    with torch.no_grad():
+        expected = module.head(module.student(x))
+        got = again.head(again.student(x))
+    assert expected.std() > 0
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
 def test_classifier_conventions(tmp_path: Path) -> None:
