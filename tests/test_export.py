@@ -640,12 +640,14 @@ def test_finetune_init_from_foreign_weights(tmp_path: Path) -> None:
 
 
 # --- ONNX ---------------------------------------------------------------------------------------------
-def test_onnx_module_equals_student() -> None:
-    """The graph's PyTorch module (neighbour tables) is the student's eval forward (float64, 1e-12)."""
+@pytest.mark.parametrize("preset", ["spunet_v1m1", "mmdet3d_minkunet34"])
+def test_onnx_module_equals_student(preset: str) -> None:
+    """The graph's PyTorch module (neighbour tables) is the student's eval forward (float64, 1e-12), with
+    one or two stem convs."""
     from ppkt.export.onnx import OnnxStudent, neighbour_tables
 
     torch.manual_seed(0)
-    student = build_student("spunet_v1m1", 3, out_channels=5, **SMALL).double()
+    student = build_student(preset, 3, out_channels=5, **SMALL).double()
     randomise_bn(student)
     model = OnnxStudent(student.eval())
     coords = cloud(batch=2, side=12, n=300, seed=2)
