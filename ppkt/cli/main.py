@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/finetune", help="run directory")
     p.add_argument(
         "--init",
-        help="'scratch', a `ppkt pretrain` checkpoint, or Pointcept / MinkUNet34C (SLidR) weights (init=...)",
+        help="'scratch', a `ppkt pretrain` checkpoint, or Pointcept / MinkUNet34C (SLidR) / mmdet3d weights "
+        "(init=...)",
     )
     p.add_argument("--labels", type=float, help="fraction of training scenes (or points) with labels")
     p.add_argument("--labels-mode", choices=["scenes", "points"], help="what --labels is a fraction of")
