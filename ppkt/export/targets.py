@@ -58,7 +58,8 @@ the kernel-offset order in :mod:`ppkt.export.layouts`.
 ``conv1, bn1, conv2, bn2, downsample``), ``up.j`` -> ``decoder.j.0`` (``SparseInverseConv3d``), ``dec.j.b``
 -> ``decoder.j.1.b``; the classifier -> the segmentor's ``decode_head.conv_seg`` (``MinkUNetHead``: an
 ``nn.Linear``). Checkpoint: mmengine's ``{"state_dict": {"backbone.…", "decode_head.conv_seg.…"}}``.
-Kernels: voxel indices ``(batch, x, y, z)`` as Pointcept, *but* mmdet3d's spconv-2 loader
+Kernels: voxel indices ``(batch, x, y, z)`` as Pointcept (batch first: ``MinkUNetBackbone.forward``; ``x, y,
+z`` order: mmdet3d's ``minkunet`` voxelization as remembered, not re-read), *but* mmdet3d's spconv-2 loader
 (``mmdet3d/models/layers/spconv/overwrite_spconv/write_spconv2.py``, ``_load_from_state_dict``) permutes
 every conv tensor ``[a, b, c, d, e] -> [e, a, b, c, d]`` unless the file's ``_metadata`` says version 2 --
 which a plain state dict never does -- so the file holds spconv 1.x's ``[kx, ky, kz, Cin, Cout]`` and the
