@@ -13,10 +13,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-# Idle OpenMP threads sleep instead of spinning (set before torch loads OpenMP; subprocesses inherit it). On a
-# shared machine a spinning thread burns the time slice its partner needs: with 2 threads and a loaded
-# 2-core machine, a tiny run's scatter-adds took ~50× longer with the default spin.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The ppkt command's OpenMP setting (idle threads spin briefly, then sleep), set before torch loads OpenMP;
+# subprocesses inherit it. On a shared machine a long-spinning thread burns the time slice its partner needs.
+from ppkt.cli.main import set_thread_pool_env
+
+set_thread_pool_env()
 
 import pytest
 import torch

@@ -4,6 +4,8 @@ no speed assertions)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,3 +99,22 @@ def test_cli_bench_tiny(tmp_path: Path) -> None:
         assert unet["max_abs_diff"] < 1e-4 * max(1.0, unet["max_abs_output"])
     gemm = data["cases"]["gemm_efficiency"]
     assert gemm["flops_per_step"] > 0 and gemm["matmul_gflops"] > 0 and gemm["efficiency"] > 0
+
+
+def test_the_command_sets_the_thread_pool_env_unless_the_user_chose() -> None:
+    from ppkt.cli.main import THREAD_POOL_ENV, set_thread_pool_env
+
+    env: dict[str, str] = {"PATH": "/bin"}
+    set_thread_pool_env(env)
+    assert env == {"PATH": "/bin", **THREAD_POOL_ENV} and env["GOMP_SPINCOUNT"] == "1000"
+    for user in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "300000"}):
+        env = dict(user)
+        set_thread_pool_env(env)
+        assert env == user
+
+
+def test_the_command_module_does_not_load_torch() -> None:
+    """The OpenMP setting only works if torch is not loaded before ``main`` runs."""
+    code = "import sys, ppkt.cli.main; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

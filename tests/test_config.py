@@ -293,7 +293,10 @@ def test_cli_overrides_on_both_sides_of_options() -> None:
     with pytest.raises(SystemExit):
         parse_args(["pretrain", "--out", "/tmp/x", "a=1", "--bogus"])
     with pytest.raises(SystemExit):
-        parse_args(["evaluate", "--ckpt", "c.ckpt", "x=1"])  # evaluate takes no overrides
+        parse_args(["export", "--ckpt", "c.ckpt", "--to", "onnx", "--out", "o", "x=1"])  # export takes none
+    # evaluate takes them (for Pointcept / SLidR / mmdet3d checkpoints, which carry no ppkt config)
+    args = parse_args(["evaluate", "student.name=spunet_v1m1", "--ckpt", "c.pth", "data.root=d"])
+    assert args.overrides == ["student.name=spunet_v1m1", "data.root=d"] and args.ckpt == "c.pth"
 
 
 def test_metrics_files_are_strict_json(tmp_path: Path) -> None:

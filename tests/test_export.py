@@ -4,6 +4,27 @@ Pointcept: numerically, against ``SpUNet-v1m1`` written below from spconv 2 laye
 ``pointcept/models/sparse_unet/spconv_unet_v1m1.py``), in float64 to 1e-9. MinkowskiEngine and TorchSparse
 cannot be installed here: their key lists and shapes are checked against the lists written below from their
 sources, and their kernel-offset orders against reference convolutions following those orders.
+
+MinkowskiEngine facts, each read in its source with the search tool (2026-12; NVIDIA/MinkowskiEngine and
+valeoai/SLidR):
+
+* key names: ``examples/minkunet.py`` (``conv0p1s1`` k5, ``bn0``, ``conv{1..4}p*s2`` k2 s2, ``block1..8``,
+  ``convtr{4..7}p*s2`` = ``MinkowskiConvolutionTranspose`` k2 s2, ``bntr4..7``, ``final`` k1 with bias;
+  ``ME.cat(out, skip)``: upsampled first) and SLidR's ``model/res16unet.py`` (the same names; ``conv0p1s1``
+  of ``config["kernel_size"]`` = 3 in ``config/slidr_minkunet.yaml`` and ``config/semseg_nuscenes.yaml``);
+* block names: ``MinkowskiEngine/modules/resnet_block.py`` and SLidR's ``model/modules/resnet_block.py``
+  (``conv1, norm1, conv2, norm2, downsample``), ``_make_layer`` in SLidR's ``model/resnet.py``
+  (``downsample = nn.Sequential(conv k1, norm)``: ``downsample.0.kernel``, ``downsample.1.bn.*``);
+* BN: ``MinkowskiEngine/MinkowskiNormalization.py`` (``MinkowskiBatchNorm.bn = torch.nn.BatchNorm1d``,
+  eps 1e-5) -> ``bn0.bn.weight`` …; SLidR's ``model/modules/common.py`` (``get_norm`` -> that module);
+* kernel tensors: ``MinkowskiEngine/MinkowskiConvolution.py`` (``MinkowskiConvolutionBase.__init__``:
+  ``kernel [kernel_volume, Cin, Cout]``, ``[Cin, Cout]`` when the volume is 1 at stride 1, ``bias [1,
+  Cout]``; ``out = in.F.mm(kernel)`` for 1×1) and ``MinkowskiKernelGenerator.py``;
+* offset order, odd and even kernels: ``src/kernel_region.hpp`` (``coordinate_at``: ``kernel_index % k`` on
+  the first spatial axis first; odd ``(i - k // 2) * stride``, even ``i * stride``);
+* transposed convs: ``src/coordinate_map_manager.cpp`` (``kernel_map`` with ``is_transpose``: the forward
+  map from the fine to the coarse map, region at the fine stride, in/out swapped) -- so the up conv uses
+  the same offset enumeration (``reference_transposed``).
 """
 
 from __future__ import annotations
@@ -355,7 +376,7 @@ def test_spconv_1x1_reads_transposed(sp: Any) -> None:
 
 
 # --- MinkowskiEngine / SLidR MinkUNet34C (not installable here: keys, shapes, offset order) -----------
-def minkunet34c_keys(in_channels: int, out_channels: int | None) -> dict[str, tuple[int, ...]]:
+def minkunet34c_keys(in_channels: int, out_channels: int | None, stem: int = 5) -> dict[str, tuple[int, ...]]:
     """Every state-dict key and shape of MinkowskiEngine's ``MinkUNet34C(in, out, D=3)``, written from
     ``examples/minkunet.py`` + ``examples/resnet.py`` (``_make_layer``) + ``modules/resnet_block.py``
     (``BasicBlock``: conv1, norm1, conv2, norm2, downsample) of MinkowskiEngine 0.5: a
@@ -386,7 +407,7 @@ def minkunet34c_keys(in_channels: int, out_channels: int | None) -> dict[str, tu
                 bn(f"{name}.{b}.downsample.1", p)
         inplanes = p
 
-    conv("conv0p1s1", 5, in_channels, 32)
+    conv("conv0p1s1", stem, in_channels, 32)
     bn("bn0", 32)
     for i, name in enumerate(["conv1p1s2", "conv2p2s2", "conv3p4s2", "conv4p8s2"]):
         conv(name, 2, inplanes, inplanes)
@@ -404,14 +425,18 @@ def minkunet34c_keys(in_channels: int, out_channels: int | None) -> dict[str, tu
     return keys
 
 
-@pytest.mark.parametrize("preset", ["minkunet34c", "res16unet34c"])
-def test_minkunet34c_keys_and_shapes(preset: str) -> None:
+@pytest.mark.parametrize(
+    ("preset", "stem"), [("minkunet34c", 5), ("res16unet34c", 5), ("slidr_res16unet34c", 3)]
+)
+def test_minkunet34c_keys_and_shapes(preset: str, stem: int) -> None:
+    """Every key and shape of MinkowskiEngine's ``MinkUNet34C`` (5³ stem) / SLidR's ``Res16UNet34C(1, 64)``
+    (3³ stem, its pretraining projection ``final`` 96 -> 64)."""
     student = build_student(preset, 1)
     head = nn.Linear(96, 64)
     ckpt = export_weights(student, student.state_dict(), "minkunet34c", head=head.state_dict())
     assert list(ckpt) == ["model_points"]
     got = {k: tuple(v.shape) for k, v in ckpt["model_points"].items()}
-    assert got == minkunet34c_keys(1, 64)
+    assert got == minkunet34c_keys(1, 64, stem)
     torch.testing.assert_close(ckpt["model_points"]["final.kernel"], head.weight.t(), rtol=0, atol=0)
 
 
@@ -615,12 +640,14 @@ def test_finetune_init_from_foreign_weights(tmp_path: Path) -> None:
 
 
 # --- ONNX ---------------------------------------------------------------------------------------------
-def test_onnx_module_equals_student() -> None:
-    """The graph's PyTorch module (neighbour tables) is the student's eval forward (float64, 1e-12)."""
+@pytest.mark.parametrize("preset", ["spunet_v1m1", "mmdet3d_minkunet34"])
+def test_onnx_module_equals_student(preset: str) -> None:
+    """The graph's PyTorch module (neighbour tables) is the student's eval forward (float64, 1e-12), with
+    one or two stem convs."""
     from ppkt.export.onnx import OnnxStudent, neighbour_tables
 
     torch.manual_seed(0)
-    student = build_student("spunet_v1m1", 3, out_channels=5, **SMALL).double()
+    student = build_student(preset, 3, out_channels=5, **SMALL).double()
     randomise_bn(student)
     model = OnnxStudent(student.eval())
     coords = cloud(batch=2, side=12, n=300, seed=2)

@@ -98,7 +98,7 @@ def test_cached_maps_of_three_cameras_follow_each_images_transform(tmp_path: Pat
         cache.store(src, 0, coordinate_maps(i), (H, W), cam)  # type: ignore[arg-type]
     torch.manual_seed(seed)
     s = cube_scene()
-    s.source = FrameRef(src, 0)  # type: ignore[arg-type]
+    s.sources = (FrameRef(src, 0),) * 3  # type: ignore[arg-type]
     keyed = {(int(p), int(i)): tuple(o.tolist()) for p, i, o in zip(s.pair_point, s.pair_image, s.pair_uv)}
     out = Compose(
         [

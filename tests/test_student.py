@@ -81,7 +81,14 @@ def test_unknown_student_name() -> None:
     with pytest.raises(ValueError, match="res16unet34c") as err:
         build_student("unet_huge", 3)
     assert "unet_small" in str(err.value)
-    assert set(STUDENTS) == {"unet_small", "res16unet34c", "minkunet34c", "spunet_v1m1"}
+    assert set(STUDENTS) == {
+        "unet_small",
+        "res16unet34c",
+        "minkunet34c",
+        "slidr_res16unet34c",
+        "spunet_v1m1",
+        "mmdet3d_minkunet34",
+    }
     with pytest.raises(ValueError, match="8 entries"):
         SparseUNet(3, planes=(8, 8))
     with pytest.raises(ValueError, match="expects 3 input channels"):

@@ -160,3 +160,27 @@ def test_the_embedded_default_is_rendered_once_and_reused(tmp_path: Path) -> Non
     assert ensure_synthetic_lidar(**kw, verbose=False) == root  # type: ignore[arg-type]
     assert (root / "dataset.json").stat().st_mtime_ns == stamp and root.name.startswith("synth-lidar-")
     assert (root / "rig.json").is_file() and len(list((root / "scene_0000" / "points").iterdir())) == 1
+
+
+def test_pretraining_runs_on_the_synthetic_lidar_rig(tiny_lidar: Path, tmp_path: Path) -> None:
+    """``ppkt pretrain`` on rig-layout LiDAR data: cylindrical voxels, intensity, 2 cameras per sweep, the
+    teacher cache per (frame, camera), and the held-out retrieval check."""
+    out = tmp_path / "run"
+    args = ["pretrain", "--out", str(out), f"data.root={tiny_lidar}", "data.layout=rig"]
+    args += ["data.image_size=[24,32]", "data.voxel=cylindrical", "data.voxel_size=0.1"]
+    args += ["data.features=[intensity,elevation]", "data.min_depth=0.3", f"data.cache_dir={tmp_path / 'c'}"]
+    args += [
+        "trainer.batch_size=2",
+        "trainer.max_epochs=1",
+        "trainer.progress_bar=false",
+        "trainer.threads=2",
+    ]
+    args += ["trainer.log_every_n_steps=1"]
+    args += ["loss.num_pairs=128", "eval.retrieval_points=32", "teacher.layers=null"]
+    assert main(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["train_frames"] == 2 and m["heldout_frames"] == 2 and m["steps"] == 1
+    assert math.isfinite(m["loss_initial"]) and 0 <= m["retrieval_top1_heldout"] <= 1
+    assert m["teacher_cache"]["computed"] == 4 and m["retrieval_chance"] == pytest.approx(1 / 32)
+    cached = list((tmp_path / "c").glob("teacher-*/*.pt"))
+    assert len(cached) == 4 * 2  # one entry per (frame, camera)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -72,11 +73,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if args.task == "retrieval":
         from ppkt.pipelines.retrieval import run_retrieval_eval
 
+        if args.config is not None or args.overrides:
+            raise ConfigError("evaluate --task retrieval takes no --config or key=value overrides")
         run_retrieval_eval(args.ckpt, args.data, args.out, args.layout, args.points, args.frames)
         return
     from ppkt.pipelines.finetune import run_evaluate
 
-    run_evaluate(args.ckpt, args.data, args.out, args.split)
+    run_evaluate(args.ckpt, args.data, args.out, args.split, args.config, args.overrides)
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
@@ -162,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/finetune", help="run directory")
     p.add_argument(
         "--init",
-        help="'scratch', a `ppkt pretrain` checkpoint, or Pointcept / MinkUNet34C (SLidR) weights (init=...)",
+        help="'scratch', a `ppkt pretrain` checkpoint, or Pointcept / MinkUNet34C (SLidR) / mmdet3d weights "
+        "(init=...)",
     )
     p.add_argument("--labels", type=float, help="fraction of training scenes (or points) with labels")
     p.add_argument("--labels-mode", choices=["scenes", "points"], help="what --labels is a fraction of")
@@ -182,7 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--task", default="segmentation", choices=["segmentation", "retrieval"])
     p.add_argument(
-        "--ckpt", required=True, help="a `ppkt finetune` (or, for retrieval, `ppkt pretrain`) ckpt"
+        "--ckpt",
+        required=True,
+        help="a `ppkt finetune` checkpoint, a Pointcept / SLidR / mmdet3d segmentation checkpoint (with "
+        "--config / key=value: its student.name and data), or, for retrieval, a `ppkt pretrain` checkpoint",
+    )
+    p.add_argument(
+        "--config",
+        help="foreign checkpoints: the fine-tuning YAML config (student.name, data.*) to read it with",
     )
     p.add_argument(
         "--data",
@@ -194,16 +205,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--points", type=int, help="retrieval: points per frame (default: eval.retrieval_points)")
     p.add_argument("--frames", type=int, help="retrieval: frames (default: eval.retrieval_frames)")
     p.add_argument("--out", default="runs/evaluate", help="folder for metrics.json")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="foreign checkpoints: fine-tuning config overrides, e.g. student.name=spunet_v1m1",
+    )
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser(
-        "export", help="write a run's student as a Pointcept (SpUNet-v1m1), MinkUNet34C (SLidR) or ONNX file"
+        "export",
+        help="write a run's student as a Pointcept (SpUNet-v1m1), MinkUNet34C (SLidR), mmdet3d "
+        "(MinkUNetBackbone, spconv) or ONNX file",
     )
     p.add_argument("--ckpt", required=True, help="a `ppkt pretrain` or `ppkt finetune` checkpoint")
     p.add_argument(
         "--to",
         required=True,
-        choices=["pointcept", "minkunet34c", "onnx"],
+        choices=["pointcept", "minkunet34c", "mmdet3d", "onnx"],
         help="target: a framework's checkpoint, or the student's inference graph (onnx)",
     )
     p.add_argument("--out", required=True, help="checkpoint file to write")
@@ -287,7 +306,23 @@ def error_message(e: PPKTError) -> str:
     return last
 
 
+#: OpenMP settings the ``ppkt`` command applies unless the user set OpenMP's wait behaviour: an idle
+#: OpenMP thread spins briefly (libgomp's default spins up to 300,000 times), then sleeps. When another
+#: process takes a core, spinning threads make every small parallel region of a step wait for a preempted
+#: thread; ``ppkt bench --cases contention`` measures it (README, "Benchmarks").
+THREAD_POOL_ENV = {"GOMP_SPINCOUNT": "1000"}
+
+
+def set_thread_pool_env(environ: dict[str, str] | os._Environ[str] = os.environ) -> None:
+    """Apply :data:`THREAD_POOL_ENV` unless ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is already set. It only
+    takes effect before torch loads its OpenMP runtime, so the command calls it before any torch import."""
+    if "OMP_WAIT_POLICY" in environ or "GOMP_SPINCOUNT" in environ:
+        return
+    environ.update(THREAD_POOL_ENV)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    set_thread_pool_env()
     args = parse_args(argv)
     try:
         args.func(args)

@@ -83,6 +83,24 @@ def share_source(dst: SourceConfig, src: SourceConfig) -> None:
 
 
 @dataclass
+class PairingConfig:
+    """What one pretraining sample is: one frame paired with its own pixels (``frame``, PPKT), or several
+    frames of one scene fused and paired with every frame that sees each point (``window``: consecutive
+    frames of the trajectory; ``scene``: frames spread over the whole trajectory)."""
+
+    mode: Literal["frame", "window", "scene"] = "frame"
+    views: int = 4  # frames per sample (window / scene)
+    fuse_voxel_size: float = 0.02  # voxel of the fused geometry (fine-tuning's finetune.data.fuse_voxel_size)
+    depth_tolerance: float = 0.05  # metres behind a frame's measured depth at which a point counts as hidden
+
+    def validate(self, prefix: str) -> None:
+        checks.one_of(prefix, "mode", self.mode, ["frame", "window", "scene"])
+        checks.at_least(prefix, "views", self.views, 1)
+        checks.positive(prefix, "fuse_voxel_size", self.fuse_voxel_size)
+        checks.at_least(prefix, "depth_tolerance", self.depth_tolerance, 0)
+
+
+@dataclass
 class DataConfig(SourceConfig):
     heldout: float = 0.2
     heldout_mode: Literal["auto", "scenes", "tail"] = "auto"
@@ -95,6 +113,7 @@ class DataConfig(SourceConfig):
     #: keep at most this many points of a frame (a random subset); None = all
     max_points: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    pairing: PairingConfig = field(default_factory=PairingConfig)
 
     def validate(self, prefix: str = "data") -> None:
         super().validate(prefix)
@@ -116,6 +135,7 @@ class DataConfig(SourceConfig):
         checks.at_least(aug, "rotate_degrees", self.augment.rotate_degrees, 0)
         checks.unit(aug, "color_drop", self.augment.color_drop)
         self.augment.color_jitter.check(key(aug, "color_jitter"))
+        self.pairing.validate(key(prefix, "pairing"))
 
 
 @dataclass

@@ -1,6 +1,6 @@
-"""Frame datasets for pretraining: which frames, the held-out split, bad-frame handling, and the one place
-where a source's item (an RGB-D :class:`~ppkt.data.types.Frame` or a LiDAR :class:`~ppkt.data.types.Scan`)
-becomes a :class:`~ppkt.data.sample.PairedSample` (:func:`read_sample`)."""
+"""Frame datasets for pretraining: which frames, the held-out split, bad-frame handling, and where a
+source's item (an RGB-D :class:`~ppkt.data.types.Frame` or a LiDAR :class:`~ppkt.data.types.Scan`) becomes a
+:class:`~ppkt.data.sample.PairedSample` (:func:`read_sample`)."""
 
 from __future__ import annotations
 
@@ -8,60 +8,42 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 from torch.utils.data import Dataset
 
-from ppkt.data import pairing
+from ppkt.data.pairing import MULTI_CAMERA_RULES, frame_to_sample, frames_to_sample, scan_to_sample
 from ppkt.data.sample import PairedBatch, PairedSample, collate
 from ppkt.data.splits import split_by_order, split_counts
 from ppkt.data.teacher_cache import FeatureCache
 from ppkt.data.transforms import AttachCachedFeatures
-from ppkt.data.types import FrameRef, FrameSource, Scan
+from ppkt.data.types import Frame, FrameRef, FrameSource, Scan
 from ppkt.errors import ConfigError, DataError
-
-#: ``data.multi_camera``: which cameras a LiDAR point seen by several is paired with
-MULTI_CAMERA: tuple[str, ...] = ("all", "nearest", "random")
 
 
 def source_cameras(source: FrameSource) -> list[str] | None:
-    """The camera names of a multi-camera source (its ``cameras`` attribute, when it has one), else
-    ``None`` (one image per frame, or not known before a frame is read)."""
+    """The camera names of a multi-camera source (a :class:`~ppkt.data.types.ScanSource`'s ``cameras``),
+    else ``None`` (one image per frame)."""
     cams = getattr(source, "cameras", None)
     return list(cams) if isinstance(cams, list | tuple) and all(isinstance(c, str) for c in cams) else None
-
-
-def scan_sample(scan: Scan, *, min_depth: float, multi_camera: str) -> PairedSample:
-    """A LiDAR scan as a paired sample (:func:`ppkt.data.pairing.scan_to_sample`: projection into every
-    camera with the z-buffer visibility test), with ``cameras`` naming the camera of each image."""
-    scan_to_sample: Callable[..., PairedSample] | None = getattr(pairing, "scan_to_sample", None)
-    if scan_to_sample is None:  # pragma: no cover - until the LiDAR pairing is merged
-        raise DataError(f"{scan.points_path}: reading LiDAR scans needs ppkt.data.pairing.scan_to_sample")
-    sample = scan_to_sample(scan, min_depth=min_depth, multi_camera=multi_camera)
-    if sample.cameras is None:
-        if sample.images.shape[0] != len(scan.cameras):
-            raise ValueError(
-                f"scan {scan.scene}/{scan.name}: the sample has {sample.images.shape[0]} images for "
-                f"{len(scan.cameras)} cameras and does not name them (PairedSample.cameras)"
-            )
-        sample.cameras = list(scan.cameras)
-    return sample
 
 
 def read_sample(
     ref: FrameRef, *, min_depth: float = 0.0, max_depth: float = float("inf"), multi_camera: str = "all"
 ) -> PairedSample:
     """Read frame ``ref`` as a paired sample: an RGB-D frame by back-projection (depth in ``[min_depth,
-    max_depth]``), a LiDAR scan by projection into its cameras (camera depth ≥ ``min_depth``, the
-    ``multi_camera`` rule). A frame without a point is a :class:`DataError` naming its file."""
+    max_depth]``), a LiDAR scan by projection into its cameras (:func:`~ppkt.data.pairing.scan_to_sample`:
+    camera depth ≥ ``min_depth``, the ``multi_camera`` rule); ``sources`` is ``ref`` for every image. A frame
+    without a point is a :class:`DataError` naming its file."""
     item: Any = ref.folder.read(ref.index)
     if isinstance(item, Scan):
-        sample = scan_sample(item, min_depth=min_depth, multi_camera=multi_camera)
+        sample = scan_to_sample(item, min_depth=min_depth, multi_camera=multi_camera)
         if sample.points.shape[0] == 0:
             raise DataError(f"{item.points_path}: the scan has no points")
     else:
-        sample = pairing.frame_to_sample(item, min_depth=min_depth, max_depth=max_depth)
+        sample = frame_to_sample(item, min_depth=min_depth, max_depth=max_depth)
         if sample.points.shape[0] == 0:
             raise DataError(f"{item.depth_path}: no depth in range [{min_depth}, {max_depth}] m")
-    sample.source = ref
+    sample.sources = (ref,) * int(sample.images.shape[0])
     return sample
 
 
@@ -96,49 +78,123 @@ def split_frames(
     return train, held
 
 
-class FrameDataset(Dataset[PairedSample | None]):
-    """RGB-D frames or LiDAR scans → transformed samples (:func:`read_sample`).
+#: the frames of one pretraining sample, in trajectory order
+Window = tuple[FrameRef, ...]
 
-    With a ``feature_cache`` every sample carries its frame's cached teacher maps (``teacher_cache``, an
+
+def group_frames(frames: Sequence[FrameRef], mode: str = "frame", views: int = 1) -> list[Window]:
+    """The frames of each pretraining sample (``data.pairing.mode``), every frame in exactly one sample.
+
+    ``frame``: one sample per frame. Per scene, in the given (trajectory) order: ``window``: consecutive
+    runs of ``views`` frames (the last one may be shorter); ``scene``: ``g = ceil(n / views)`` groups, group
+    ``s`` = frames ``s, s + g, s + 2g, …`` — each spread over the whole trajectory.
+    """
+    if mode == "frame" or views == 1:
+        return [(f,) for f in frames]
+    if mode not in ("window", "scene"):
+        raise ConfigError(f"data.pairing.mode: {mode!r} is not one of ['frame', 'window', 'scene']")
+    by_scene: dict[int, list[FrameRef]] = {}
+    for f in frames:
+        by_scene.setdefault(id(f.folder), []).append(f)
+    out: list[Window] = []
+    for refs in by_scene.values():
+        if mode == "window":
+            out += [tuple(refs[i : i + views]) for i in range(0, len(refs), views)]
+        else:
+            g = -(-len(refs) // views)
+            out += [tuple(refs[s::g]) for s in range(g)]
+    return out
+
+
+class FrameDataset(Dataset[PairedSample | None]):
+    """RGB-D frames or LiDAR scans → transformed samples; an item is one frame (``frame_to_sample``), one
+    LiDAR scan with its cameras (``scan_to_sample``, the ``multi_camera`` rule) or a window of RGB-D frames of
+    one scene fused and paired with each of them (``frames_to_sample``, when ``fuse_voxel_size`` is set).
+
+    With a ``feature_cache`` every sample carries its frames' cached teacher maps (``teacher_cache``, an
     identity ``view``); a frame missing from the cache is an error (fill the cache first).
     With ``skip_bad=True`` a frame that fails to read (a :class:`DataError`) is skipped with a warning
-    naming the file (the item is ``None`` and :func:`collate_skip` drops it); otherwise the error propagates.
+    naming the file (a window keeps its other frames; an item with no frame left is ``None`` and
+    :func:`collate_skip` drops it); otherwise the error propagates.
     """
 
     def __init__(
         self,
-        frames: Sequence[FrameRef],
+        items: Sequence[FrameRef | Window],
         transform: Callable[[PairedSample], PairedSample],
         *,
         min_depth: float = 0.0,
         max_depth: float = float("inf"),
         skip_bad: bool = False,
         feature_cache: FeatureCache | None = None,
+        fuse_voxel_size: float | None = None,
+        depth_tolerance: float = 0.05,
         multi_camera: str = "all",
     ) -> None:
-        if multi_camera not in MULTI_CAMERA:
-            raise ValueError(f"multi_camera must be one of {list(MULTI_CAMERA)}, got {multi_camera!r}")
-        self.frames = list(frames)
+        if multi_camera not in MULTI_CAMERA_RULES:
+            raise ValueError(f"multi_camera must be one of {list(MULTI_CAMERA_RULES)}, got {multi_camera!r}")
+        self.items: list[Window] = [w if isinstance(w, tuple) else (w,) for w in items]
         self.attach = None if feature_cache is None else AttachCachedFeatures(feature_cache)
         self.transform = transform
         self.min_depth, self.max_depth = min_depth, max_depth
         self.skip_bad = skip_bad
+        self.fuse_voxel_size, self.depth_tolerance = fuse_voxel_size, depth_tolerance
         self.multi_camera = multi_camera
 
     def __len__(self) -> int:
-        return len(self.frames)
+        return len(self.items)
 
-    def __getitem__(self, i: int) -> PairedSample | None:
-        ref = self.frames[i]
+    def _read(self, ref: FrameRef) -> Frame | None:
         try:
-            sample = read_sample(
-                ref, min_depth=self.min_depth, max_depth=self.max_depth, multi_camera=self.multi_camera
-            )
+            frame = ref.folder.read(ref.index)
+            if not isinstance(frame, Frame):
+                raise ValueError(f"FrameDataset: {ref.name} is not an RGB-D frame; LiDAR scans are not fused")
+            d = frame.depth
+            if not np.any((d > self.min_depth) & (d <= self.max_depth)):
+                raise DataError(
+                    f"{frame.depth_path}: no depth in range [{self.min_depth}, {self.max_depth}] m"
+                )
         except DataError as e:
             if not self.skip_bad:
                 raise
-            warnings.warn(f"skipping bad frame {ref.name}: {e}", stacklevel=2)
+            warnings.warn(f"skipping bad frame {ref.name}: {e}", stacklevel=3)
             return None
+        return frame
+
+    def _scan(self, ref: FrameRef) -> PairedSample | None:
+        try:
+            return read_sample(ref, min_depth=self.min_depth, multi_camera=self.multi_camera)
+        except DataError as e:
+            if not self.skip_bad:
+                raise
+            warnings.warn(f"skipping bad frame {ref.name}: {e}", stacklevel=3)
+            return None
+
+    def __getitem__(self, i: int) -> PairedSample | None:
+        item = self.items[i]
+        if len(item) == 1 and source_cameras(item[0].folder) is not None:  # a LiDAR scan and its cameras
+            scan = self._scan(item[0])
+            if scan is None:
+                return None
+            return self.transform(scan if self.attach is None else self.attach(scan))
+        read = [(ref, self._read(ref)) for ref in item]
+        good = [(ref, frame) for ref, frame in read if frame is not None]
+        if not good:
+            return None
+        frames = [frame for _, frame in good]
+        if self.fuse_voxel_size is None:
+            if len(frames) != 1:
+                raise ValueError("FrameDataset: a window of several frames needs fuse_voxel_size")
+            sample = frame_to_sample(frames[0], min_depth=self.min_depth, max_depth=self.max_depth)
+        else:
+            sample = frames_to_sample(
+                frames,
+                fuse_voxel_size=self.fuse_voxel_size,
+                depth_tolerance=self.depth_tolerance,
+                min_depth=self.min_depth,
+                max_depth=self.max_depth,
+            )
+        sample.sources = tuple(ref for ref, _ in good)
         if self.attach is not None:
             sample = self.attach(sample)
         return self.transform(sample)

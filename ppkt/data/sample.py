@@ -3,11 +3,10 @@
 Two kinds of sample, one a refinement of the other:
 
 * :class:`PointSample` — an image-free point cloud (a fused scene for segmentation):
-  ``points [N, 3]`` float32 (after 3D augmentation), ``colors [N, 3]`` in ``[0, 1]``, optional
-  ``labels [N]`` int64 (−1 = ignore), optional ``intensity [N]`` float32 (a LiDAR return's reflectance in
-  ``[0, 1]``; a LiDAR scan's ``colors`` are zeros), and after :class:`~ppkt.data.transforms.Voxelize`:
-  ``coords [M, 3]`` int32 voxel coordinates, ``inverse [N]`` point→voxel map, ``feats [M, C]`` input
-  features per voxel.
+  ``points [N, 3]`` float32 (after 3D augmentation), ``colors [N, 3]`` in ``[0, 1]`` (zeros for LiDAR),
+  optional ``intensity [N]`` float32 (LiDAR reflectance in ``[0, 1]``, for the feature builder), optional
+  ``labels [N]`` int64 (−1 = ignore), and after :class:`~ppkt.data.transforms.Voxelize`: ``coords [M, 3]``
+  int32 voxel coordinates, ``inverse [N]`` point→voxel map, ``feats [M, C]`` input features per voxel.
 * :class:`PairedSample` — a point cloud **plus any number of calibrated images plus the point→pixel
   pairing**, whatever the sensor: an RGB-D frame (one image, every point paired with the pixel it was
   back-projected from), a LiDAR sweep projected into V cameras, several fused RGB-D frames.
@@ -22,17 +21,18 @@ Two kinds of sample, one a refinement of the other:
     or the points updates the pairing in the same call.
   - after :class:`~ppkt.data.transforms.Voxelize`: ``pair_voxel [P']`` — the pairs reduced to at most **one
     per voxel** (a voxel is never its own negative in the contrastive loss).
-  - image transforms act **per image** (each camera gets its own random crop and flip, as in SLidR), so
-    every image-space map is per image: ``intrinsics [V, 3, 3]`` and, with a teacher-feature cache,
-    ``view [V, 3, 3]`` float64, the affine map from image ``v``'s current pixel coordinates ``(u, v, 1)`` to
-    its original ones, ``teacher_cache`` (the whole images' cached maps) and, after
+  - image transforms act **per image** (each camera or frame gets its own random crop and flip, as in
+    SLidR), so every image-space map is per image: ``intrinsics [V, 3, 3]`` and, with a teacher-feature
+    cache, ``view [V, 3, 3]`` float64, the affine map from image ``v``'s current pixel coordinates ``(u, v,
+    1)`` to its original ones, ``teacher_cache`` (the whole images' cached maps) and, after
     :class:`~ppkt.data.transforms.CropCachedFeatures`, ``teacher_feats`` — per teacher layer
     ``[V, C_i, ceil(H / s_i), ceil(W / s_i)]``.
-  - ``cameras``: the name of each image's camera in its source frame (the teacher cache's key is (frame,
-    camera)); ``None`` for a single-image RGB-D frame.
   - after :class:`~ppkt.data.transforms.Superpixels`: ``pair_segment [P]`` int64, the superpixel of each
     pair's pixel.
-  - ``source``: the frame it was read from (:class:`~ppkt.data.types.FrameRef`), when there is one.
+  - ``sources``: the frames it was read from (:class:`~ppkt.data.types.FrameRef`, one per image — a LiDAR
+    scan's for each of its cameras), when known.
+  - ``cameras``: the name of each image's camera when the frame has several (a LiDAR scan's), else ``None``;
+    the teacher cache's key is (``sources[v]``, ``cameras[v]``).
 
 A batch concatenates the samples of a mini-batch (:func:`collate_points` → :class:`PointBatch`,
 :func:`collate` → :class:`PairedBatch`). ``offset`` vectors hold **cumulative end counts** (Pointcept's
@@ -124,7 +124,7 @@ class PairedSample(PointSample):
     teacher_cache: CachedFeatures | None = None
     teacher_feats: list[Tensor] | None = None
     pair_segment: Tensor | None = None
-    source: FrameRef | None = None
+    sources: tuple[FrameRef, ...] = ()
     cameras: list[str] | None = None
 
     def copy(self) -> PairedSample:

@@ -1,4 +1,5 @@
-"""Shared data types of ppkt.data: one RGB-D frame, a frame source, a fused scene, cached teacher features.
+"""Shared data types of ppkt.data: one RGB-D frame, one LiDAR scan with its cameras, their sources, a fused
+scene, cached teacher features.
 
 They live at the bottom of the package (only numpy/torch and ppkt.errors below them), so every reader,
 dataset and transform imports them without cycles."""
@@ -37,28 +38,6 @@ class Frame:
         return (int(self.depth.shape[0]), int(self.depth.shape[1]))
 
 
-@dataclass
-class Scan:
-    """One LiDAR sweep with the calibrated camera images taken with it."""
-
-    scene: str  # sequence / scene folder name
-    name: str  # frame id
-    points: np.ndarray  # float32 [N, 3], metres, in the LiDAR frame
-    # float32 [N] (reflectance/remission; scaled to [0, 1] where the format says)
-    intensity: np.ndarray | None
-    images: list[np.ndarray]  # uint8 [H_c, W_c, 3], one per camera (sizes may differ)
-    cameras: list[str]  # camera names, same order
-    K: list[np.ndarray]  # float64 [3, 3] per camera (pixel units)
-    # float64 [4, 4] per camera: x_cam = T @ x_lidar (rectified where the format rectifies, e.g. KITTI
-    # R0_rect folded in)
-    lidar_to_camera: list[np.ndarray]
-    pose: np.ndarray | None = None  # float64 [4, 4] LiDAR-to-world
-    label: np.ndarray | None = None  # int64 [N], 0 = unlabelled, else benchmark class id + 1 (already mapped)
-    points_path: Path | None = None
-    image_paths: list[Path] | None = None
-    label_path: Path | None = None
-
-
 @runtime_checkable
 class FrameSource(Protocol):
     """One scene's frames. ``frames`` are the frame names in trajectory order; ``read(i)`` raises
@@ -82,8 +61,65 @@ class FrameSource(Protocol):
 
 
 @dataclass
+class Scan:
+    """One LiDAR sweep with the calibrated camera images taken with it (numpy arrays, metres).
+
+    A point ``p`` (LiDAR frame) lands in camera ``c`` at pixel ``K[c] · (lidar_to_camera[c] · p)`` (divided by
+    its depth); pixel ``(u, v)`` = (column, row), integer coordinates are pixel centres, the camera frame is
+    OpenCV's (x right, y down, z forward).
+    """
+
+    scene: str  # sequence / scene folder name
+    name: str  # frame id
+    points: np.ndarray  # float32 [N, 3], metres, in the LiDAR frame
+    intensity: (
+        np.ndarray | None
+    )  # float32 [N] (reflectance/remission; scaled to [0, 1] where the format says)
+    images: list[np.ndarray]  # uint8 [H_c, W_c, 3], one per camera (sizes may differ)
+    cameras: list[str]  # camera names, same order
+    K: list[np.ndarray]  # float64 [3, 3] per camera (pixel units)
+    # float64 [4, 4] per camera: x_cam = T @ x_lidar (rectified where the format rectifies, e.g. KITTI R0_rect
+    # folded in)
+    lidar_to_camera: list[np.ndarray]
+    pose: np.ndarray | None = None  # float64 [4, 4] LiDAR-to-world
+    label: np.ndarray | None = None  # int64 [N], 0 = unlabelled, else benchmark class id + 1 (already mapped)
+    points_path: Path | None = None
+    image_paths: list[Path] | None = None
+    label_path: Path | None = None
+    calib_path: Path | None = None  # the file the cameras' calibration was read from (named by errors)
+
+    def __len__(self) -> int:
+        return int(self.points.shape[0])
+
+
+@runtime_checkable
+class ScanSource(Protocol):
+    """One LiDAR sequence / scene (the :class:`FrameSource` interface, reading :class:`Scan` s): ``frames``
+    are the scan names in time order; ``read(i)`` raises :class:`~ppkt.errors.DataError` naming the file on
+    any problem with scan ``i``."""
+
+    root: Path
+    scene: str
+    frames: list[str]
+    cameras: list[str]  # the camera names of every scan, in the order of its images
+
+    def __len__(self) -> int: ...
+
+    def read(self, i: int) -> Scan: ...
+
+    def frame_files(self, name: str) -> list[Path]:
+        """The files scan ``name`` is read from (cache fingerprints hash their sizes and mtimes)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-compatible description of the format and its settings (part of cache recipes)."""
+        ...
+
+
+@dataclass
 class CachedFeatures:
-    """The teacher's maps of the whole images of one frame (one per camera: ``V`` = 1 for RGB-D).
+    """The teacher's maps of the whole images of one frame (one per camera: ``V`` = 1 for RGB-D), or of ``V``
+    images of one size, stacked (``[V, C_i, …]``).
 
     ``maps[i]``: ``[V, C_i, ceil(Hc / s_i), ceil(Wc / s_i)]`` for each image resized to ``image_size = (Hc,
     Wc)``; cell ``j`` of map ``i`` covers cache-image pixels ``[j s_i, (j + 1) s_i)`` (the UPL convention).

@@ -21,13 +21,18 @@ Layouts (sources: the libraries' own code, as cited; checked here numerically wh
 * **spconv 1.x** (OpenPCDet's older checkpoints, indices ``(batch, z, y, x)``): ``[kz, ky, kx, Cin, Cout]``
   (spconv 1.2 ``SparseConvolution``: ``Parameter(torch.Tensor(*kernel_size, in_channels, out_channels))``).
   Not runnable here: proved only as the re-indexing ``w1[iz, iy, ix] == W[:, iz, iy, ix, :].T``.
-* **MinkowskiEngine 0.5** (SLidR's MinkUNet; coordinates ``(batch, x, y, z)``): ``kernel [K, Cin, Cout]``
-  (``[Cin, Cout]`` when ``K == 1``), ``out = in @ kernel[k]``, with the kernel index ``k`` enumerated by
-  ``KernelRegion::coordinate_at`` (``src/kernel_region.hpp``): the first spatial axis varies fastest,
-  ``k = ix + K * (iy + K * iz)``, offset ``ix - K // 2`` for odd ``K`` and ``ix`` (not centred) for even
-  ``K`` (:func:`minkowski_kernel_offsets`). MinkowskiEngine cannot be installed here: this enumeration is
-  read from its source (from memory of ``kernel_region.hpp``, not re-read while writing this), and the
-  conversion is proved against a reference convolution that follows it.
+* **MinkowskiEngine 0.5** (SLidR's Res16UNet34C; coordinates ``(batch, x, y, z)``): ``kernel [K, Cin,
+  Cout]`` (``[Cin, Cout]`` when ``K == 1`` at stride 1), ``out = in @ kernel[k]``, with the kernel index ``k``
+  enumerated by ``kernel_region::coordinate_at`` (``src/kernel_region.hpp``): ``kernel_index % k`` is the
+  first spatial axis (``x``), then it is divided by ``k`` for ``y``, then ``z`` -- ``k = ix + K * (iy + K *
+  iz)``; offset ``(ix - K // 2) * tensor_stride`` for odd ``K`` and ``ix * tensor_stride`` (the cell, not
+  centred) for even ``K`` (:func:`minkowski_kernel_offsets`). A transposed conv
+  (``CoordinateMapManager::kernel_map`` with ``is_transpose``, ``src/coordinate_map_manager.cpp``) uses the
+  map of the regular conv from its *output* (fine) map to its input (coarse) map, with the region at the
+  fine tensor stride, in/out swapped: ``out[c + offset_k] += in[c] @ kernel[k]`` -- the same ``[K, Cin,
+  Cout]`` tensor and offset order. Read from MinkowskiEngine's source with the search tool (2026-12);
+  MinkowskiEngine cannot be installed here, so the conversion is proved against reference convolutions
+  that follow this enumeration (``tests/test_export.py``).
 * **TorchSparse 1.4 / 2.0** (mmdet3d's ``MinkUNetBackbone`` on ``torchsparse``): ``kernel [K, Cin, Cout]``
   with offsets from ``get_kernel_offsets``: ``x`` fastest for odd ``K`` ("compatible with
   MinkowskiEngine"), ``z`` fastest for even ``K``, and even offsets ``0 .. K - 1``

@@ -115,6 +115,8 @@ class OnnxStudent(nn.Module):
         net = self.student
         k = net.stem.conv.kernel_size
         y = self._cbr(net.stem, feats, t[f"subm1k{k}"] if k > 1 else None)
+        if net.stem2 is not None:
+            y = self._cbr(net.stem2, y, t[f"subm1k{k}"] if k > 1 else None)
         skips = [y]
         for level, (down, enc) in enumerate(zip(net.down, net.enc)):
             s = 2**level

@@ -28,16 +28,42 @@ ppkt's decoder level ``3 - s``; both concatenate ``(upsampled, skip)`` in that o
 Pointcept's trainer saves them; its ``CheckpointLoader`` hook adds ``module.`` to keys without it and strips
 it again on one GPU, so the default hook (``keywords=""``) loads it into ``model.backbone``.
 
-``minkunet34c`` -- MinkowskiEngine's ``MinkUNet34C`` (``examples/minkunet.py``; SLidR's
-``model/minkunet.py`` is the same network), student presets ``minkunet34c`` / ``res16unet34c``: ``stem`` ->
-``conv0p1s1``/``bn0``, ``down.i`` -> ``conv{i+1}p{2^i}s2``/``bn{i+1}``, ``enc.i`` -> ``block{i+1}``,
-``up.j`` -> ``convtr{4+j}p{2^(4-j)}s2``/``bntr{4+j}``, ``dec.j`` -> ``block{5+j}``, ``bn*`` inside blocks ->
-``norm*``, every BatchNorm wrapped as ``<name>.bn.*`` (``MinkowskiBatchNorm``), every conv weight a
+``minkunet34c`` -- MinkowskiEngine's ``MinkUNet34C`` and SLidR's ``Res16UNet34C`` (the same module tree),
+student presets ``minkunet34c`` / ``res16unet34c`` (5³ stem, MinkowskiEngine's ``examples/minkunet.py``)
+and ``slidr_res16unet34c`` (3³ stem: SLidR's ``conv0p1s1`` takes ``config["kernel_size"]``, 3 in its
+configs). ``stem`` -> ``conv0p1s1``/``bn0``, ``down.i`` -> ``conv{i+1}p{2^i}s2``/``bn{i+1}``, ``enc.i`` ->
+``block{i+1}``, ``up.j`` -> ``convtr{4+j}p{2^(4-j)}s2``/``bntr{4+j}``, ``dec.j`` -> ``block{5+j}``,
+``bn*`` inside blocks -> ``norm*``, every BatchNorm wrapped as ``<name>.bn.*``, every conv weight a
 ``kernel``, the head -> ``final`` (``kernel [Cin, Cout]``, ``bias [1, Cout]``). Checkpoint:
-``{"model_points": state_dict}`` -- SLidR's pretraining checkpoint, read by its downstream
-``model_builder`` (the images network, ``model_images``, is not written). Key names and shapes are those of
-MinkowskiEngine 0.5's modules as remembered (``MinkowskiConvolution.kernel``, bias ``[1, Cout]``); they
-could not be checked against an installed MinkowskiEngine here.
+``{"model_points": state_dict}`` (SLidR's pretraining and downstream files; its downstream
+``model_builder`` reads ``model_points`` or ``state_dict``). A SLidR classifier has one output per label
+id *including* the ignored label 0 (``model_n_out: 17`` for nuScenes' 16 classes; its validation zeroes
+output 0), so ppkt writes and reads classifiers for this target with that extra output 0
+(:attr:`Target.ignored_outputs`).
+
+Read from the sources (search tool, 2026-12): ``MinkowskiConvolutionBase.__init__``
+(``MinkowskiEngine/MinkowskiConvolution.py``): ``kernel = Parameter([K, Cin, Cout])``, ``[Cin, Cout]`` when
+``kernel_volume == 1`` and the stride is 1, ``bias = Parameter([1, Cout])``, ``out = in @ kernel[k]``;
+``MinkowskiBatchNorm`` (``MinkowskiNormalization.py``) holds ``self.bn = torch.nn.BatchNorm1d(eps=1e-5)``;
+``examples/minkunet.py`` and SLidR's ``model/res16unet.py`` / ``model/resnet.py`` (``_make_layer``:
+``downsample = Sequential(conv k1, norm)``) / ``model/modules/resnet_block.py`` (``conv1, norm1, conv2,
+norm2, downsample``) / ``model/modules/common.py`` (``get_norm`` -> ``MinkowskiBatchNorm(momentum=…)``);
+the kernel-offset order in :mod:`ppkt.export.layouts`.
+
+``mmdet3d`` -- mmdet3d's ``MinkUNetBackbone`` with ``sparseconv_backend='spconv'``
+(``mmdet3d/models/backbones/minkunet_backbone.py``), student preset ``mmdet3d_minkunet34``
+(``encoder_blocks=[2, 3, 4, 6]``, the ``minkunet34_w32_spconv_*`` configs): ``stem`` / ``stem2`` ->
+``conv_input.0`` / ``conv_input.1`` (``SparseSequential(SubMConv3d k3, BatchNorm1d, ReLU)``), ``down.i`` ->
+``encoder.i.0``, ``enc.i.b`` -> ``encoder.i.{b+1}`` (``SparseBasicBlock``: mmdet's ``BasicBlock`` names
+``conv1, bn1, conv2, bn2, downsample``), ``up.j`` -> ``decoder.j.0`` (``SparseInverseConv3d``), ``dec.j.b``
+-> ``decoder.j.1.b``; the classifier -> the segmentor's ``decode_head.conv_seg`` (``MinkUNetHead``: an
+``nn.Linear``). Checkpoint: mmengine's ``{"state_dict": {"backbone.…", "decode_head.conv_seg.…"}}``.
+Kernels: voxel indices ``(batch, x, y, z)`` as Pointcept (batch first: ``MinkUNetBackbone.forward``; ``x, y,
+z`` order: mmdet3d's ``minkunet`` voxelization as remembered, not re-read), *but* mmdet3d's spconv-2 loader
+(``mmdet3d/models/layers/spconv/overwrite_spconv/write_spconv2.py``, ``_load_from_state_dict``) permutes
+every conv tensor ``[a, b, c, d, e] -> [e, a, b, c, d]`` unless the file's ``_metadata`` says version 2 --
+which a plain state dict never does -- so the file holds spconv 1.x's ``[kx, ky, kz, Cin, Cout]`` and the
+1×1×1 kernels the permutation of spconv 2.3's transposed ``view(Cin, Cout)`` layout.
 """
 
 from __future__ import annotations
@@ -76,6 +102,11 @@ class Target:
     prefix: str
     #: ``ppkt key -> (target key, (to, from))``
     map_key: Callable[[str, Mapping[str, Tensor]], tuple[str, Convert]]
+    #: ``None``: the classifier is ``final.*`` under :attr:`prefix` (in the backbone); else the prefix of
+    #: the classifier's keys at the model root (mmdet3d: ``decode_head.conv_seg.``), beside ``backbone.``
+    head_prefix: str | None = None
+    #: classifier outputs before the one of class id 1 (SLidR: output 0 is the ignored label 0)
+    ignored_outputs: int = 0
     notes: tuple[str, ...] = field(default=())
 
     def check_arch(self, arch: Mapping[str, Any], what: str) -> None:
@@ -112,7 +143,15 @@ class Target:
         return {k: conv[1](theirs[t]).to(expected[k].dtype) for k, (t, conv) in kmap.items()}
 
     def wrap(self, state: Mapping[str, Tensor]) -> dict[str, Any]:
-        return {self.container: {self.prefix + k: v for k, v in state.items()}}
+        """The checkpoint dict: every key under :attr:`container` with its prefix (the classifier's
+        ``final.*`` under :attr:`head_prefix` when the target keeps it outside the backbone)."""
+
+        def full(k: str) -> str:
+            if self.head_prefix is not None and k.startswith("final."):
+                return self.head_prefix + k[len("final.") :]
+            return self.prefix + k
+
+        return {self.container: {full(k): v for k, v in state.items()}}
 
 
 def _norm(v: Any) -> Any:
@@ -231,40 +270,106 @@ def _minkunet_key(key: str, state: Mapping[str, Tensor]) -> tuple[str, Convert]:
     raise WeightsError(f"minkunet34c: no MinkUNet34C key for the ppkt student key {key!r}")
 
 
+# --- mmdet3d MinkUNetBackbone (spconv) ----------------------------------------------------------------
+def _mmdet3d_conv(w: Tensor) -> Tensor:
+    """ppkt ``[Cout, kz, ky, kx, Cin]`` -> the file tensor that mmdet3d's loader permutes into spconv 2's
+    ``[Cout, kx, ky, kz, Cin]`` (1×1×1: spconv 2.3's transposed layout) -- ``[kx, ky, kz, Cin, Cout]``."""
+    p = layouts.to_spconv2_1x1(w) if w.shape[1] == 1 else layouts.to_spconv2_xyz(w)
+    return p.permute(1, 2, 3, 4, 0).contiguous()
+
+
+def _mmdet3d_conv_back(t: Tensor) -> Tensor:
+    p = t.permute(4, 0, 1, 2, 3).contiguous()  # what write_spconv2._load_from_state_dict loads
+    return layouts.from_spconv2_1x1(p) if p.shape[1] == 1 else layouts.from_spconv2_xyz(p)
+
+
+_MM_CONV: Convert = (_mmdet3d_conv, _mmdet3d_conv_back)
+
+
+def _mmdet3d_key(key: str, state: Mapping[str, Tensor]) -> tuple[str, Convert]:
+    m = re.fullmatch(r"stem(2?)\.(conv|bn)\.(.+)", key)
+    if m:
+        i = 1 if m[1] else 0
+        is_conv = m[2] == "conv"
+        return f"conv_input.{i}.{0 if is_conv else 1}.{m[3]}", _MM_CONV if is_conv else _IDENTITY
+    m = re.fullmatch(r"(down|up)\.(\d)\.(conv|bn)\.(.+)", key)
+    if m:
+        part = "encoder" if m[1] == "down" else "decoder"
+        is_conv = m[3] == "conv"
+        return f"{part}.{m[2]}.0.{0 if is_conv else 1}.{m[4]}", _MM_CONV if is_conv else _IDENTITY
+    m = re.fullmatch(r"(enc|dec)\.(\d)\.(\d+)\.(.+)", key)
+    if m:
+        block = f"encoder.{m[2]}.{int(m[3]) + 1}" if m[1] == "enc" else f"decoder.{m[2]}.1.{m[3]}"
+        rest = m[4]
+        is_conv = rest.startswith("conv") or rest == "downsample.0.weight"
+        return f"{block}.{rest}", _MM_CONV if is_conv else _IDENTITY
+    m = re.fullmatch(r"head\.(weight|bias)", key)  # the student's 1×1 head -> the decode head's nn.Linear
+    if m:
+        if m[1] == "bias":
+            return "final.bias", _IDENTITY
+        w = state[key]
+        return "final.weight", (
+            lambda t: t.reshape(t.shape[0], t.shape[-1]).contiguous(),
+            lambda t: t.reshape(w.shape).contiguous(),
+        )
+    m = re.fullmatch(r"linear\.(weight|bias)", key)
+    if m:
+        return f"final.{m[1]}", _IDENTITY
+    raise WeightsError(f"mmdet3d: no MinkUNetBackbone key for the ppkt student key {key!r}")
+
+
 TARGETS: dict[str, Target] = {
     "pointcept": Target(
         name="pointcept",
         network="Pointcept's SpUNet-v1m1",
         presets=("spunet_v1m1",),
-        arch={"stem_kernel": 5, "bn_eps": 1e-3, "down_expands": True},
+        arch={"stem_kernel": 5, "stem_layers": 1, "bn_eps": 1e-3, "down_expands": True},
         container="state_dict",
         prefix="module.backbone.",
         map_key=_pointcept_key,
     ),
     "minkunet34c": Target(
         name="minkunet34c",
-        network="MinkowskiEngine's / SLidR's MinkUNet34C",
-        presets=("minkunet34c", "res16unet34c"),
+        network="MinkowskiEngine's MinkUNet34C / SLidR's Res16UNet34C",
+        presets=("minkunet34c", "res16unet34c", "slidr_res16unet34c"),
         arch={
             "planes": (32, 64, 128, 256, 256, 128, 96, 96),
             "layers": (2, 3, 4, 6, 2, 2, 2, 2),
             "stem_channels": 32,
-            "stem_kernel": 5,
+            "stem_layers": 1,
             "bn_eps": 1e-5,
             "down_expands": False,
         },
         container="model_points",
         prefix="",
         map_key=_minkunet_key,
+        ignored_outputs=1,
+    ),
+    "mmdet3d": Target(
+        name="mmdet3d",
+        network="mmdet3d's MinkUNetBackbone (spconv backend)",
+        presets=("mmdet3d_minkunet34",),
+        arch={"stem_kernel": 3, "stem_layers": 2, "bn_eps": 1e-5, "down_expands": False},
+        container="state_dict",
+        prefix="backbone.",
+        map_key=_mmdet3d_key,
+        head_prefix="decode_head.conv_seg.",
     ),
 }
+
+
+#: why no ppkt student is OpenPCDet's VoxelBackBone8x (pcdet/models/backbones_3d/spconv_backbone.py)
+OPENPCDET_REFUSAL = (
+    "OpenPCDet's VoxelBackBone8x is no ppkt student: it is an encoder without a decoder (its outputs are at "
+    "strides 1-8 and the BEV tensor of conv_out, while ppkt's students are U-Nets returning features at "
+    "every input voxel, which pretraining pairs with pixels), and it uses anisotropic convolutions (conv4: "
+    "padding (0, 1, 1); conv_out: kernel (3, 1, 1), stride (2, 1, 1)) that ppkt's cubic kernels with one "
+    "stride and padding cannot express; its k3 s2 p1 down convs alone would be possible"
+)
 
 
 def get_target(name: str) -> Target:
     """The export target ``name`` (``WeightsError`` listing the known ones)."""
     if name not in TARGETS:
-        raise WeightsError(
-            f"unknown export target {name!r}; known: {sorted(TARGETS)} (OpenPCDet's VoxelBackBone8x and "
-            "mmdet3d's MinkUNetBackbone have no ppkt student with their exact architecture yet)"
-        )
+        raise WeightsError(f"unknown export target {name!r}; known: {sorted(TARGETS)} ({OPENPCDET_REFUSAL})")
     return TARGETS[name]

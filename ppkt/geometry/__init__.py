@@ -2,7 +2,8 @@
 
 from ppkt.geometry.backproject import BackProjection, backproject_depth, float32_shift, transform_points
 from ppkt.geometry.projection import Projection, project_points
-from ppkt.geometry.rigid import check_rigid, rotation_about_axis
+from ppkt.geometry.rigid import check_rigid, quaternion_to_matrix, rotation_about_axis
+from ppkt.geometry.visibility import pinhole_project, pixel_of, visible_points, zbuffer
 from ppkt.geometry.voxelize import Voxelization, pack_keys, voxelize
 
 __all__ = [
@@ -13,8 +14,13 @@ __all__ = [
     "check_rigid",
     "float32_shift",
     "pack_keys",
+    "pinhole_project",
+    "pixel_of",
     "project_points",
+    "quaternion_to_matrix",
     "rotation_about_axis",
     "transform_points",
+    "visible_points",
     "voxelize",
+    "zbuffer",
 ]

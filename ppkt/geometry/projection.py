@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ppkt.geometry.backproject import transform_points
+from ppkt.geometry.visibility import pinhole_project, pixel_of, zbuffer
 
 
 @dataclass
@@ -60,23 +61,20 @@ def project_points(
         tolerance: absolute depth slack in metres for the occlusion test.
         relative_tolerance: extra slack proportional to depth (e.g. 0.02 for 2 %).
         min_depth: points closer than this are behind the camera (invisible).
+
+    LiDAR scans use :func:`~ppkt.geometry.visibility.visible_points` (points in the camera frame, a z-buffer
+    window for sparse returns).
     """
     H, W = image_size
     dtype = points_world.dtype
     world_to_cam = torch.linalg.inv(cam_to_world.to(dtype))
     p = transform_points(points_world, world_to_cam)
     z = p[:, 2]
-    K = K.to(dtype)
-    zs = torch.where(z > min_depth, z, torch.ones_like(z))
-    u = K[0, 0] * p[:, 0] / zs + K[0, 1] * p[:, 1] / zs + K[0, 2]
-    v = K[1, 1] * p[:, 1] / zs + K[1, 2]
-    uv = torch.stack([u, v], dim=1)
-    ui, vi = torch.round(u).long(), torch.round(v).long()
-    inside = (z > min_depth) & (ui >= 0) & (ui < W) & (vi >= 0) & (vi < H)
-    flat = (vi * W + ui).clamp(0, H * W - 1)
+    uv, in_front = pinhole_project(p, K, min_depth)
+    flat, inside = pixel_of(uv, image_size)
+    inside &= in_front
     if depth_image is None:
-        zbuf = torch.full((H * W,), float("inf"), dtype=dtype, device=p.device)
-        zbuf.scatter_reduce_(0, flat[inside], z[inside], reduce="amin")
+        zbuf = zbuffer(flat[inside], z[inside], image_size).reshape(-1)
     else:
         if depth_image.shape != (H, W):
             raise ValueError(f"depth_image: expected shape {(H, W)}, got {tuple(depth_image.shape)}")

@@ -33,3 +33,19 @@ def rotation_about_axis(angle: float, axis: int = 2, dtype: torch.dtype = torch.
     R = torch.eye(3, dtype=dtype)
     R[i, i], R[i, j], R[j, i], R[j, j] = c, -s, s, c
     return R
+
+
+def quaternion_to_matrix(q: np.ndarray | list[float]) -> np.ndarray:
+    """3×3 float64 rotation of a unit quaternion ``(w, x, y, z)`` (nuScenes' order; it is normalised first).
+    Raises ``ValueError`` for a quaternion that is not 4 finite numbers of non-zero norm."""
+    a = np.asarray(q, dtype=np.float64)
+    if a.shape != (4,) or not np.all(np.isfinite(a)) or np.linalg.norm(a) < 1e-12:
+        raise ValueError(f"expected a quaternion of 4 finite numbers (w, x, y, z), not all 0, got {q!r}")
+    w, x, y, z = a / np.linalg.norm(a)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ]
+    )

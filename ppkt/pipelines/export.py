@@ -19,8 +19,10 @@ def run_export(ckpt_path: str | Path, to: str, out: str | Path, head: str = "aut
     targets) to ``out``; returns the written dict.
 
     ``head``: ``auto`` exports the run's linear head as the target's ``final`` layer for ``minkunet34c``
-    (SLidR's checkpoints carry their projection) and for a fine-tuning checkpoint (a classifier), not for
-    a pretraining checkpoint to Pointcept (whose ``final`` is its classifier); ``yes`` / ``no`` force it.
+    (SLidR's checkpoints carry their projection) and for a fine-tuning checkpoint (a classifier: to
+    ``minkunet34c`` with SLidR's extra output 0 for the ignored label 0; to ``mmdet3d`` as
+    ``decode_head.conv_seg``), not for a pretraining checkpoint to Pointcept or mmdet3d (whose ``final``
+    is a classifier); ``yes`` / ``no`` force it.
     """
     path = Path(ckpt_path)
     target = get_target(to) if to != "onnx" else None
@@ -43,7 +45,9 @@ def run_export(ckpt_path: str | Path, to: str, out: str | Path, head: str = "aut
         raise WeightsError(f"{path}: holds no linear head (head.linear.weight/bias) to export")
     student = _load_student(path, name, in_channels, state)
     what = f"{path}: the student {name!r}"
-    result = export_weights(student, state, to, head=lin if with_head else None, what=what)
+    result = export_weights(
+        student, state, to, head=lin if with_head else None, what=what, classifier=classifier
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

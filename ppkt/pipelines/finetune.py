@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 
-from ppkt.config import FinetuneConfig, to_dict
+from ppkt.config import FinetuneConfig, load_config, to_dict
 from ppkt.config.finetune import SegDataConfig
 from ppkt.data.segmentation import SceneSegmentationDataset
 from ppkt.data.types import FusedScene
 from ppkt.errors import ConfigError, DataError
+from ppkt.export import detect_format, read_weights_file
 from ppkt.training.common import (
     checkpoint_callbacks,
     load_run_checkpoint,
@@ -25,6 +27,7 @@ from ppkt.training.common import (
     write_json,
 )
 from ppkt.training.data import num_input_features
+from ppkt.training.foreign import foreign_segmentation_module
 from ppkt.training.resume import AtomicCheckpointIO
 from ppkt.training.seg_data import SceneSplits, eval_loader, load_scene_splits, require_labels, train_loader
 from ppkt.training.seg_module import SegmentationModule, iou_from_confusion
@@ -136,17 +139,40 @@ def run_finetune(
 
 
 def run_evaluate(
-    ckpt_path: str | Path, data: str | None, out: str | Path, split: str = "test"
+    ckpt_path: str | Path,
+    data: str | None,
+    out: str | Path,
+    split: str = "test",
+    config: str | Path | None = None,
+    overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Evaluate a ``ppkt finetune`` checkpoint on ``split`` of ``data`` (a folder, or ``synthetic`` / None
-    for the data the model was trained on)."""
+    for the data the model was trained on).
+
+    A Pointcept / SLidR (MinkowskiEngine) / mmdet3d segmentation checkpoint (recognised by its keys,
+    :func:`ppkt.export.detect_format`) is evaluated too: it carries no ppkt config, so the student preset,
+    input features and data are those of the fine-tuning ``config`` file and ``key=value`` ``overrides``
+    (e.g. ``student.name=spunet_v1m1 data.root=DIR``), and its classifier must predict the data's classes
+    (:func:`ppkt.training.foreign.foreign_segmentation_module`)."""
     path = Path(ckpt_path)
+    foreign = detect_format(read_weights_file(path))
     out = output_dir(out)
-    module = load_run_checkpoint(SegmentationModule, path, "finetune")
-    cfg = module.cfg
+    if foreign is None:
+        if config is not None or overrides:
+            raise ConfigError(
+                f"{path}: a ppkt checkpoint carries its own config; --config and key=value overrides are for "
+                "Pointcept / SLidR / mmdet3d checkpoints (use --data for other data)"
+            )
+        module = load_run_checkpoint(SegmentationModule, path, "finetune")
+        cfg = module.cfg
+    else:
+        cfg = load_config(FinetuneConfig, config, overrides)
+        print(f"[ppkt] {path}: {foreign.target.network} weights, read as student.name={cfg.student.name!r}")
     if data not in (None, "synthetic"):
         cfg.data.root = str(data)
     splits = load_scene_splits(cfg.data)
+    if foreign is not None:
+        module = foreign_segmentation_module(path, foreign, cfg, splits.num_classes, splits.class_names)
     scenes = {
         "train": splits.train,
         "val": splits.val,

@@ -7,7 +7,7 @@ from typing import Any
 
 import lightning as L
 
-from ppkt.data.readers import open_scenes
+from ppkt.data.readers import is_lidar_layout, open_scans, open_scenes
 from ppkt.data.types import FrameRef
 from ppkt.errors import ConfigError
 from ppkt.training.common import load_run_checkpoint, output_dir, write_json
@@ -54,8 +54,9 @@ def run_retrieval_eval(
         if layout is not None:
             cfg.data.layout = layout
         root = data_root(cfg.data)
-        folders = open_scenes(root, cfg.data.layout)
-        frames = [FrameRef(f, j) for f in folders for j in range(0, len(f), cfg.data.frame_skip)]
+        layout = cfg.data.layout
+        folders = open_scans(root, layout) if is_lidar_layout(layout) else open_scenes(root, layout)
+        frames = [FrameRef(f, j) for f in folders for j in range(0, len(f), cfg.data.frame_skip)]  # type: ignore[arg-type]
         which = "frames"
     else:
         splits = frame_splits(cfg.data)

@@ -12,8 +12,8 @@ from torch.utils.data import DataLoader
 from ppkt.config.finetune import SegDataConfig
 from ppkt.config.pretrain import ColorJitterConfig, DataConfig
 from ppkt.data.embedded import ensure_synthetic, ensure_synthetic_lidar
-from ppkt.data.frame_dataset import FrameDataset, collate_skip, split_frames
-from ppkt.data.readers import SCENE_READERS, known_layouts, open_scenes
+from ppkt.data.frame_dataset import FrameDataset, collate_skip, group_frames, split_frames
+from ppkt.data.readers import SCENE_READERS, is_lidar_layout, known_layouts, open_scans, open_scenes
 from ppkt.data.sample import PairedSample
 from ppkt.data.teacher_cache import FeatureCache
 from ppkt.data.transforms import (
@@ -99,8 +99,8 @@ class FrameSplits:
 
 def frame_splits(cfg: DataConfig, verbose: bool = True) -> FrameSplits:
     root = data_root(cfg, verbose)
-    folders = open_scenes(root, cfg.layout)
-    train, held = split_frames(folders, cfg.heldout, cfg.heldout_mode, cfg.frame_skip)
+    folders = open_scans(root, cfg.layout) if is_lidar_layout(cfg.layout) else open_scenes(root, cfg.layout)
+    train, held = split_frames(folders, cfg.heldout, cfg.heldout_mode, cfg.frame_skip)  # type: ignore[arg-type]
     return FrameSplits(root, train, held)
 
 
@@ -114,16 +114,21 @@ def make_loader(
     superpixels: int = 0,
     seed: int = 0,
 ) -> DataLoader:
-    """Batches of ``frames`` through the training (``train``: shuffled, augmented, incomplete last batch
-    dropped) or evaluation transform. Order and augmentation depend only on ``seed``, the epoch and the
-    frame (:class:`~ppkt.training.resume.EpochSampler`): a resumed run sees an uninterrupted one's batches."""
+    """Batches of samples of ``frames`` (grouped by ``data.pairing``: one frame, or several fused frames
+    per sample; ``batch_size`` counts samples) through the training (``train``: shuffled, augmented,
+    incomplete last batch dropped) or evaluation transform. Order and augmentation depend only on ``seed``,
+    the epoch and the sample (:class:`~ppkt.training.resume.EpochSampler`): a resumed run sees an
+    uninterrupted one's batches."""
+    p = cfg.pairing
     ds = FrameDataset(
-        frames,
+        group_frames(frames, p.mode, p.views),
         build_transform(cfg, train, superpixels),
         min_depth=cfg.min_depth,
         max_depth=cfg.max_depth,
         skip_bad=cfg.skip_bad,
         feature_cache=feature_cache,
+        fuse_voxel_size=None if p.mode == "frame" else p.fuse_voxel_size,
+        depth_tolerance=p.depth_tolerance,
         multi_camera=cfg.multi_camera,
     )
     workers = cfg.num_workers if num_workers is None else num_workers

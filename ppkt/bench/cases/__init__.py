@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ppkt.bench.cases.contention import case_contention
 from ppkt.bench.cases.frame_pipeline import case_frame_pipeline
 from ppkt.bench.cases.gemm_efficiency import case_gemm_efficiency
 from ppkt.bench.cases.memory import case_memory
@@ -31,6 +32,7 @@ CASES: dict[str, Case] = {
     "frame_pipeline": case_frame_pipeline,
     "pretrain_throughput": case_pretrain_throughput,
     "memory": case_memory,
+    "contention": case_contention,
 }
 
 __all__ = ["CASES", "Case"]

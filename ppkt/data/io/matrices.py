@@ -88,3 +88,18 @@ def read_pose(path: Path) -> np.ndarray:
     if why is not None:
         raise DataError(f"{path}: pose is not a rigid transform: {why}")
     return T
+
+
+def read_pose_lines(path: Path) -> np.ndarray:
+    """``[n, 4, 4]`` float64 poses of a file with one pose per line: 12 numbers (a row-major 3×4 ``[R | t]``,
+    KITTI's ``poses.txt``) or 16 (a 4×4); each must be rigid. :class:`DataError` names the file and line."""
+    rows = _load_text_matrix(path, "poses")
+    if rows.shape[1] not in (12, 16):
+        raise DataError(f"{path}: {rows.shape[1]} numbers a line, expected 12 (3x4 poses) or 16 (4x4)")
+    poses = np.tile(np.eye(4), (rows.shape[0], 1, 1))
+    poses[:, : rows.shape[1] // 4] = rows.reshape(rows.shape[0], -1, 4)
+    for i, T in enumerate(poses):
+        why = check_rigid(T)
+        if why is not None:
+            raise DataError(f"{path}: line {i + 1} is not a rigid pose: {why}")
+    return poses

@@ -8,13 +8,15 @@ A reader subclasses :class:`SceneReader` and writes only what is specific to its
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from ppkt.data.io.files import natural_key
 from ppkt.data.types import Frame
 from ppkt.errors import DataError
+
+T = TypeVar("T")
 
 
 def list_scene_folders(root: str | Path, marker: str, kind: str = "scene") -> list[Path]:
@@ -50,22 +52,22 @@ def check_frame(frame: Frame) -> Frame:
     return frame
 
 
-class SceneReader:
-    """One scene of an RGB-D dataset (the :class:`~ppkt.data.types.FrameSource` protocol): ``frames`` are
-    the frame names in trajectory order; :meth:`read` raises :class:`DataError` naming the file."""
+class IndexedReader(Generic[T]):
+    """What every reader shares (frame and scan sources alike): a root, a scene name, the frame names in
+    order, and :meth:`read` by index, which checks what :meth:`_read_checked` returns."""
 
     root: Path
     scene: str
     frames: list[str]
 
-    def _read_frame(self, name: str) -> Frame:
+    def _read_checked(self, name: str) -> T:
         raise NotImplementedError
 
-    def read(self, i: int) -> Frame:
+    def read(self, i: int) -> T:
         """Read and check frame ``i``."""
         if not -len(self.frames) <= i < len(self.frames):
             raise IndexError(f"frame index {i} out of range for {len(self.frames)} frames in {self.root}")
-        return check_frame(self._read_frame(self.frames[i]))
+        return self._read_checked(self.frames[i])
 
     def frame_files(self, name: str) -> list[Path]:
         raise NotImplementedError
@@ -76,8 +78,19 @@ class SceneReader:
     def __len__(self) -> int:
         return len(self.frames)
 
-    def __getitem__(self, i: int) -> Frame:
+    def __getitem__(self, i: int) -> T:
         return self.read(i)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.root)!r}, frames={len(self.frames)})"
+
+
+class SceneReader(IndexedReader[Frame]):
+    """One scene of an RGB-D dataset (the :class:`~ppkt.data.types.FrameSource` protocol): ``frames`` are
+    the frame names in trajectory order; :meth:`read` raises :class:`DataError` naming the file."""
+
+    def _read_frame(self, name: str) -> Frame:
+        raise NotImplementedError
+
+    def _read_checked(self, name: str) -> Frame:
+        return check_frame(self._read_frame(name))

@@ -7,15 +7,16 @@ import torch.nn.functional as F
 
 from ppkt.data.sample import PairedSample
 from ppkt.data.transforms.base import Transform
-from ppkt.data.types import FeatureStore
+from ppkt.data.types import CachedFeatures, FeatureStore
 from ppkt.errors import DataError
 
 
 class AttachCachedFeatures(Transform[PairedSample]):
-    """Give a sample read from frame ``sample.source`` the cached teacher maps of its images
-    (``teacher_cache``: camera ``sample.cameras[v]`` of that frame for image ``v``) and an identity ``view``
-    per image; put it before the image transforms. A frame or camera missing from the cache (or whose files
-    changed since) is a :class:`~ppkt.errors.DataError`: fill the cache first."""
+    """Give a sample read from frames ``sample.sources`` (one per image) the cached teacher maps of its
+    images (``teacher_cache``: image ``v``'s are those of camera ``sample.cameras[v]`` of frame
+    ``sample.sources[v]``, or of that frame's single image without cameras, stacked in image order) and an
+    identity ``view`` per image; put it before the image transforms. A frame or camera missing from the
+    cache (or whose files changed since) is a :class:`~ppkt.errors.DataError`: fill the cache first."""
 
     def __init__(self, store: FeatureStore) -> None:
         self.store = store
@@ -24,22 +25,27 @@ class AttachCachedFeatures(Transform[PairedSample]):
         return f"AttachCachedFeatures(root={str(self.store.root)!r})"
 
     def apply(self, s: PairedSample) -> PairedSample:
-        if s.source is None:
+        if len(s.sources) != s.images.shape[0]:
             raise ValueError(
-                f"sample {s.name!r} does not know its frame (source), so it has no cached features"
+                f"sample {s.name!r} does not know the frame of each image (sources), so it has no cached "
+                "features"
             )
-        cached = self.store.load(s.source.folder, s.source.index, s.cameras)
-        if cached is None:
-            cams = "" if s.cameras is None else f" (cameras {s.cameras})"
-            raise DataError(
-                f"{s.source.folder.root}: frame {s.source.name}{cams} is not in the teacher-feature cache "
-                f"{self.store.root} (or its files changed); run `ppkt cache-features` first"
-            )
-        if cached.maps[0].shape[0] != s.images.shape[0]:
-            raise ValueError(
-                f"sample {s.name!r} has {s.images.shape[0]} images but {cached.maps[0].shape[0]} cached maps"
-            )
-        s.teacher_cache = cached
+        images = []
+        for v, ref in enumerate(s.sources):
+            camera = None if s.cameras is None else [s.cameras[v]]
+            cached = self.store.load(ref.folder, ref.index, camera)
+            if cached is None:
+                cam = "" if camera is None else f" camera {camera[0]}"
+                raise DataError(
+                    f"{ref.folder.root}: frame {ref.name}{cam} is not in the teacher-feature cache "
+                    f"{self.store.root} (or its files changed); run `ppkt cache-features` first"
+                )
+            images.append(cached)
+        first = images[0]
+        if any((c.image_size, c.frame_size) != (first.image_size, first.frame_size) for c in images):
+            raise DataError(f"sample {s.name!r}: its frames' cached teacher maps differ in size")
+        maps = [torch.cat(level) for level in zip(*(c.maps for c in images), strict=True)]
+        s.teacher_cache = CachedFeatures(maps, first.strides, first.image_size, first.frame_size)
         s.view = torch.eye(3, dtype=torch.float64).repeat(s.images.shape[0], 1, 1)
         return s
 

@@ -6,7 +6,7 @@ input's row order**.
 
 Layout (``planes = (p1, ..., p8)``, ``layers = (n1, ..., n8)``, ``s = stem_channels``)::
 
-    stem     subm(k=stem_kernel) in -> s, BN, ReLU                              stride 1   x0 [M, s]
+    stem     subm(k=stem_kernel) in -> s, BN, ReLU (twice with stem_layers=2)  stride 1   x0 [M, s]
     enc i    down k2s2 (C -> C), BN, ReLU; n_i BasicBlocks -> p_i   i = 1..4   stride 2^i  e_i
     dec j    up k2s2 -> p_{4+j}, BN, ReLU; cat skip; n_{4+j} blocks  j = 1..4  stride 2^(4-j)
     head     optional 1x1 conv -> out_channels (only when ``out_channels`` is given)
@@ -16,9 +16,10 @@ the input resolution; its channel count (``p8``, or ``out_channels`` with a head
 
 With ``down_expands=True`` the down conv of level ``i`` maps ``C -> p_i`` and the level's blocks keep
 ``p_i`` (Pointcept's ``SpUNet-v1m1``); by default it keeps ``C`` and the first block projects (MinkUNet).
-Presets ``spunet_v1m1`` and ``minkunet34c`` are layer-for-layer Pointcept's ``SpUNet-v1m1`` and
-MinkowskiEngine's / SLidR's ``MinkUNet34C``: ``ppkt export`` (:mod:`ppkt.export`) writes their weights in
-those frameworks' checkpoint formats, and ``--init`` reads them back.
+Presets ``spunet_v1m1``, ``minkunet34c`` (``slidr_res16unet34c``: its 3³ stem) and ``mmdet3d_minkunet34`` are
+layer-for-layer Pointcept's ``SpUNet-v1m1``, MinkowskiEngine's ``MinkUNet34C`` (SLidR's ``Res16UNet34C``)
+and mmdet3d's ``MinkUNetBackbone`` (two-conv stem): ``ppkt export`` (:mod:`ppkt.export`) writes their
+weights in those frameworks' checkpoint formats, and ``--init`` / ``ppkt evaluate`` read them back.
 
 The sparse-conv backend (``torch`` or ``spconv``) is an attribute of each convolution
 (:func:`ppkt.sparse.set_backend`), not of the network: the architecture is written once, here.
@@ -44,7 +45,9 @@ class SparseUNet(nn.Module):
         planes: 8 channel counts, 4 encoder then 4 decoder levels.
         layers: 8 BasicBlock counts per level.
         stem_channels: channels of the full-resolution stem.
-        stem_kernel: odd kernel size of the stem's submanifold conv.
+        stem_kernel: odd kernel size of the stem's submanifold conv(s).
+        stem_layers: 1, or 2 for a second ``subm(stem_kernel)`` conv + BN + ReLU in the stem (``stem2``;
+            mmdet3d's ``MinkUNetBackbone``).
         out_channels: if given, a final 1x1 conv (with bias) maps ``planes[7] -> out_channels``.
         bn_momentum: momentum of every BatchNorm.
         bn_eps: eps of every BatchNorm.
@@ -66,6 +69,7 @@ class SparseUNet(nn.Module):
         backend: str = "torch",
         bn_eps: float = 1e-5,
         down_expands: bool = False,
+        stem_layers: int = 1,
     ) -> None:
         super().__init__()
         planes, layers = tuple(planes), tuple(layers)
@@ -75,15 +79,21 @@ class SparseUNet(nn.Module):
             raise ValueError(
                 f"channel counts must be positive: in={in_channels} stem={stem_channels} {planes}"
             )
+        if stem_layers not in (1, 2):
+            raise ValueError(f"stem_layers must be 1 or 2, got {stem_layers}")
         self.in_channels = in_channels
         self.planes, self.layers = planes, layers
         #: the architecture (every argument but ``backend``), checked by :mod:`ppkt.export`
         self.arch: dict[str, Any] = dict(
             in_channels=in_channels, planes=planes, layers=layers, stem_channels=stem_channels,
             stem_kernel=stem_kernel, out_channels=out_channels, bn_eps=bn_eps, down_expands=down_expands,
+            stem_layers=stem_layers,
         )  # fmt: skip
         bn = {"bn_momentum": bn_momentum, "bn_eps": bn_eps}
         self.stem = ConvBNReLU(in_channels, stem_channels, "subm", stem_kernel, 1, **bn)
+        self.stem2: ConvBNReLU | None = None
+        if stem_layers == 2:
+            self.stem2 = ConvBNReLU(stem_channels, stem_channels, "subm", stem_kernel, 1, **bn)
 
         self.down = nn.ModuleList()
         self.enc = nn.ModuleList()
@@ -115,6 +125,8 @@ class SparseUNet(nn.Module):
         if x.num_channels != self.in_channels:
             raise ValueError(f"SparseUNet expects {self.in_channels} input channels, got {x.num_channels}")
         y = self.stem(x)
+        if self.stem2 is not None:
+            y = self.stem2(y)
         skips = [y]
         for down, enc in zip(self.down, self.enc):
             y = enc(down(y))
@@ -156,9 +168,20 @@ STUDENT_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-# MinkowskiEngine's / SLidR's MinkUNet34C (examples/minkunet.py): the same network as res16unet34c, named
-# as its target for `ppkt export --to minkunet34c`
+# MinkowskiEngine's MinkUNet34C (examples/minkunet.py: conv0p1s1 kernel_size=5): the same network as
+# res16unet34c, named as its target for `ppkt export --to minkunet34c`
 STUDENT_PRESETS["minkunet34c"] = dict(STUDENT_PRESETS["res16unet34c"])
+# SLidR's Res16UNet34C (valeoai/SLidR model/res16unet.py): conv0p1s1 takes config["kernel_size"], 3 in
+# every SLidR config (config/slidr_minkunet.yaml, semseg_nuscenes.yaml), so its released weights have a 3³
+# stem; the rest is MinkUNet34C (same module names, MinkowskiEngine layers)
+STUDENT_PRESETS["slidr_res16unet34c"] = {**STUDENT_PRESETS["res16unet34c"], "stem_kernel": 3}
+# mmdet3d's MinkUNetBackbone with encoder_blocks=[2, 3, 4, 6] (configs/minkunet/minkunet34_w32_*): two
+# 3³ stem convs (conv_input), k2s2 down convs keeping the channels, BasicBlocks, BatchNorm1d defaults
+STUDENT_PRESETS["mmdet3d_minkunet34"] = {
+    **STUDENT_PRESETS["res16unet34c"],
+    "stem_kernel": 3,
+    "stem_layers": 2,
+}
 
 
 def _make_preset(name: str, in_channels: int, **overrides: Any) -> SparseUNet:
