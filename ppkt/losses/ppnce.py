@@ -32,6 +32,9 @@ class PPNCELoss(nn.Module):
             with gradients) rather than of its own process only. No effect in one process.
     """
 
+    #: the pixel side this loss reads: the learnable UPL's embeddings
+    space = "upl"
+
     def __init__(
         self, temperature: float = 0.07, num_pairs: int = 4096, gather_distributed: bool = False
     ) -> None:
@@ -75,6 +78,15 @@ class PPNCELoss(nn.Module):
         the shares over the processes is the mean over all points, however they are split."""
         processes = world_size() if self.gather_distributed else 1
         return rows.sum() * (processes / logits.shape[1])
+
+    def stats(self, points: Tensor, pixels: Tensor) -> dict[str, Tensor]:
+        """``loss`` and ``top1`` (the fraction of points whose own pixel scores highest; no gradient),
+        both this process's share of the global means."""
+        logits, target = self.logits(points, pixels)
+        loss = self.mean(F.cross_entropy(logits, target, reduction="none"), logits)
+        with torch.no_grad():
+            top1 = self.mean((logits.argmax(dim=1) == target).float(), logits)
+        return {"loss": loss, "top1": top1}
 
     def forward(self, points: Tensor, pixels: Tensor) -> Tensor:
         """Args: ``points [n, D]``, ``pixels [n, D]`` (row i of each is pair i). Returns a scalar."""
