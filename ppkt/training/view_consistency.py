@@ -78,7 +78,7 @@ def _voxel_input(sample: PointSample, voxelize: Voxelize[PointSample]) -> _Input
     out = voxelize(sample.copy())
     assert out.coords is not None and out.feats is not None
     # Voxelize shifts its coordinates so the smallest is 0: undo it to get the world keys
-    origin = torch.floor(sample.points.double() / voxelize.voxel_size).long().min(dim=0).values
+    origin = torch.floor(sample.points / voxelize.voxel_size).long().min(dim=0).values  # as voxelize does
     return _Input(out.coords.long() + origin, out.feats)
 
 
