@@ -201,9 +201,11 @@ def plot_report(path: Path, rows: list[dict[str, Any]], panels: list[tuple[str, 
     la = [r for r in rows if r["labels_mode"] == "points_per_scene"]
     width = max(3, len(panels))
     fig = plt.figure(figsize=(4.2 * width, 8))
-    axes = [fig.add_subplot(2, 2 if la else 1, 1)]
-    if la:
-        axes.append(fig.add_subplot(2, 2, 2))
+    # one grid whose columns both rows divide evenly: the plots on top, the panels below
+    top = 2 if la else 1
+    cols = math.lcm(top, max(1, len(panels)))
+    grid = fig.add_gridspec(2, cols)
+    axes = [fig.add_subplot(grid[0, i * cols // top : (i + 1) * cols // top]) for i in range(top)]
     for init, color in (("scratch", "tab:gray"), ("pretrained", "tab:blue")):
         for ax, labels_mode, mode, style in (
             (axes[0], "scenes", "finetune", "-o"),
@@ -239,7 +241,12 @@ def plot_report(path: Path, rows: list[dict[str, Any]], panels: list[tuple[str, 
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
-    _image_row(fig, panels, rows=2, row=1)
+    step = cols // max(1, len(panels))
+    for i, (title, img) in enumerate(panels):
+        a = fig.add_subplot(grid[1, i * step : (i + 1) * step])
+        a.imshow(img)
+        a.set_title(title)
+        a.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
