@@ -10,7 +10,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ppkt.config import dump_config, from_dict, to_dict
 from ppkt.config.demo import DemoConfig
@@ -82,9 +82,10 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
 
 
 #: the demo's cells: (mode, labels_mode) of each protocol
-LIMITED_RECONSTRUCTIONS = ("finetune", "scenes")
-LIMITED_ANNOTATIONS = ("finetune", "points_per_scene")
-LINEAR_PROBE = ("probe", "scenes")
+LabelsMode = Literal["scenes", "points", "points_per_scene"]
+LIMITED_RECONSTRUCTIONS: tuple[str, LabelsMode] = ("finetune", "scenes")
+LIMITED_ANNOTATIONS: tuple[str, LabelsMode] = ("finetune", "points_per_scene")
+LINEAR_PROBE: tuple[str, LabelsMode] = ("probe", "scenes")
 
 
 def demo_jobs(cfg: DemoConfig, ckpt: Path) -> list[tuple[str, FinetuneConfig]]:
@@ -92,7 +93,7 @@ def demo_jobs(cfg: DemoConfig, ckpt: Path) -> list[tuple[str, FinetuneConfig]]:
     limited annotations (``label_points``), the linear probe (``probe_labels``), each from scratch and
     from ``ckpt``. Both inits of one seed get the same config but ``init``, hence the same labels, data
     order and augmentation."""
-    cells: list[tuple[tuple[str, str], float, str]] = [
+    cells: list[tuple[tuple[str, LabelsMode], float, str]] = [
         (LIMITED_RECONSTRUCTIONS, f, f"labels{f:g}") for f in cfg.label_fractions
     ]
     cells += [(LIMITED_ANNOTATIONS, float(n), f"points{n}") for n in cfg.label_points]

@@ -74,7 +74,8 @@ def load_scene_splits(cfg: SegDataConfig, verbose: bool = True) -> SceneSplits:
         for f in folders
     ]
     if cfg.split == "all":
-        train, val, test = list(scenes), [], list(scenes)
+        val: list[FusedScene] = []
+        train, test = list(scenes), list(scenes)
     else:
         try:
             train, val, test = split_by_order(scenes, cfg.test, cfg.val)
