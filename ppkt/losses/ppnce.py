@@ -20,6 +20,16 @@ from torch import Tensor, nn
 from ppkt.distributed import gather_rows, world_size
 
 
+def sample_pairs(
+    num_available: int, num_pairs: int, device: torch.device, generator: torch.Generator | None = None
+) -> Tensor:
+    """Indices of the pairs a loss uses: all ``num_available`` (``num_pairs`` 0 or not fewer), or
+    ``num_pairs`` of them drawn uniformly without replacement with ``generator``."""
+    if num_pairs == 0 or num_available <= num_pairs:
+        return torch.arange(num_available, device=device)
+    return torch.randperm(num_available, generator=generator, device=device)[:num_pairs]
+
+
 class PPNCELoss(nn.Module):
     """InfoNCE over matched point/pixel embeddings.
 
@@ -51,9 +61,7 @@ class PPNCELoss(nn.Module):
         self, num_available: int, device: torch.device, generator: torch.Generator | None = None
     ) -> Tensor:
         """Indices of the pairs to use: all of them, or ``num_pairs`` drawn without replacement."""
-        if self.num_pairs == 0 or num_available <= self.num_pairs:
-            return torch.arange(num_available, device=device)
-        return torch.randperm(num_available, generator=generator, device=device)[: self.num_pairs]
+        return sample_pairs(num_available, self.num_pairs, device, generator)
 
     def logits(self, points: Tensor, pixels: Tensor) -> tuple[Tensor, Tensor]:
         """Args: ``points [n, D]``, ``pixels [n, D]`` (row i of each is pair i). Returns the ``[n, N]``

@@ -15,6 +15,8 @@ from typing import Protocol, cast
 import torch
 from torch import Tensor, nn
 
+from ppkt.losses.ppnce import sample_pairs
+
 
 class PretextTerm(Protocol):
     """What :class:`PretextLoss` asks of a term (a loss module)."""
@@ -65,9 +67,7 @@ class PretextLoss(nn.Module):
         self, num_available: int, device: torch.device, generator: torch.Generator | None = None
     ) -> Tensor:
         """Indices of the pairs to use: all of them, or ``num_pairs`` drawn without replacement."""
-        if self.num_pairs == 0 or num_available <= self.num_pairs:
-            return torch.arange(num_available, device=device)
-        return torch.randperm(num_available, generator=generator, device=device)[: self.num_pairs]
+        return sample_pairs(num_available, self.num_pairs, device, generator)
 
     def forward(self, inputs: Mapping[str, tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
