@@ -28,6 +28,15 @@ def all_true(flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def sum_over_processes(value: int, device: torch.device) -> int:
+    """The sum of ``value`` over every process (``value`` itself in one process); no gradient."""
+    if world_size() == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(t)
+    return int(t.item())
+
+
 class _GatherRows(torch.autograd.Function):
     """all_gather forward; backward sums over processes the gradient of this process's rows (every
     process's loss may depend on them) — lightly's ``GatherLayer``, with rows counts that may differ."""

@@ -304,17 +304,19 @@ def test_demo_quick(tmp_path: Path) -> None:
     assert main([*args, *TINY_DEMO]) == 0
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["seeds"] == [0, 1] and cfg["label_fractions"] == [0.01, 1.0]  # --quick's
+    assert cfg["label_points"] == [20]
     m = json.loads((out / "metrics.json").read_text())
-    cells = {(r["init"], r["mode"], r["labels"]) for r in m["results"]}
-    assert cells == {(i, "finetune", f) for i in ("scratch", "pretrained") for f in (0.01, 1.0)} | {
-        (i, "probe", 1.0) for i in ("scratch", "pretrained")
-    }
+    cells = {(r["init"], r["mode"], r["labels_mode"], r["labels"]) for r in m["results"]}
+    inits = ("scratch", "pretrained")
+    assert cells == {(i, "finetune", "scenes", f) for i in inits for f in (0.01, 1.0)} | {
+        (i, "finetune", "points_per_scene", 20) for i in inits
+    } | {(i, "probe", "scenes", 1.0) for i in inits}
     assert all(r["seeds"] == 2 and 0 <= r["miou_mean"] <= 100 for r in m["results"])
     assert len(list((out / "runs").glob("*/metrics.json"))) == 2 * len(cells)  # every job ran
     assert m["pretrain"]["steps"] == 4 and m["pretrain"]["train_frames"] == 8
     assert (out / "report.png").stat().st_size > 10_000
     report = (out / "report.md").read_text()
-    assert "| mode | labels" in report and "s.e." in report
+    assert "| protocol | labels" in report and "limited annotations" in report and "s.e." in report
 
 
 @pytest.mark.slow

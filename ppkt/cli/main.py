@@ -168,8 +168,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="'scratch', a `ppkt pretrain` checkpoint, or Pointcept / MinkUNet34C (SLidR) / mmdet3d weights "
         "(init=...)",
     )
-    p.add_argument("--labels", type=float, help="fraction of training scenes (or points) with labels")
-    p.add_argument("--labels-mode", choices=["scenes", "points"], help="what --labels is a fraction of")
+    p.add_argument(
+        "--labels",
+        type=float,
+        help="fraction of training scenes (or of points) with labels, or labelled points per training scene "
+        "with --labels-mode points_per_scene",
+    )
+    p.add_argument(
+        "--labels-mode",
+        choices=["scenes", "points", "points_per_scene"],
+        help="what --labels counts: a fraction of the scenes (limited reconstructions), a fraction of each "
+        "scene's points, or points per scene (limited annotations)",
+    )
     p.add_argument(
         "--probe", action="store_true", help="linear probing: frozen backbone, only the head trains"
     )

@@ -13,7 +13,10 @@ from ppkt.errors import ConfigError
 class DemoConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    #: limited reconstructions: fractions of the training scenes that keep their labels ([] = none)
     label_fractions: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
+    #: limited annotations: labelled points per training scene (ScanNet data-efficient benchmark; [] = none)
+    label_points: list[int] = field(default_factory=lambda: [20])
     probe_labels: float = 1.0
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     workers: int = 2
@@ -30,10 +33,12 @@ class DemoConfig:
             raise ConfigError(f"config key 'workers': must be >= 1, got {self.workers}")
         if not self.seeds:
             raise ConfigError("config key 'seeds': at least one seed is needed")
-        if not self.label_fractions or not all(0 < f <= 1 for f in self.label_fractions):
+        if not all(0 < f <= 1 for f in self.label_fractions):
             raise ConfigError(
                 f"config key 'label_fractions': values must be in (0, 1], got {self.label_fractions}"
             )
+        if not all(n >= 1 for n in self.label_points):
+            raise ConfigError(f"config key 'label_points': values must be >= 1, got {self.label_points}")
 
 
 #: ``ppkt demo --quick``: a few minutes on a 2-core CPU (used by the tests).
@@ -47,5 +52,6 @@ QUICK_OVERRIDES = [
     "finetune.trainer.max_steps=12",
     "finetune.data.val=0.0",
     "label_fractions=[0.01, 1.0]",
+    "label_points=[20]",
     "seeds=[0, 1]",
 ]

@@ -26,12 +26,22 @@ class SegAugmentConfig:
 @dataclass
 class SegDataConfig(SourceConfig):
     fuse_voxel_size: float = 0.02
+    #: the scenes (folder names) fine-tuning reads; null = every scene of the root
+    scenes: list[str] | None = None
+    #: order: the last ``test`` fraction of the scenes tests, the ``val`` fraction before them validates;
+    #: all: every scene trains (with its limited labels) and tests (on all its labels), no validation
+    split: Literal["order", "all"] = "order"
     test: float = 0.2
     val: float = 0.1
     augment: SegAugmentConfig = field(default_factory=SegAugmentConfig)
 
     def validate(self, prefix: str = "data") -> None:
         super().validate(prefix)
+        if self.scenes is not None and (not self.scenes or len(set(self.scenes)) != len(self.scenes)):
+            raise ConfigError(
+                f"config key '{key(prefix, 'scenes')}': must be null or distinct scene names, "
+                f"got {self.scenes}"
+            )
         if not (0 < self.test < 1 and 0 <= self.val < 1 and self.test + self.val < 1):
             raise ConfigError(
                 f"config keys '{key(prefix, 'test')}'/'{key(prefix, 'val')}': need 0 < test, 0 <= val, "
@@ -90,7 +100,7 @@ class FinetuneConfig:
     student: StudentConfig = field(default_factory=StudentConfig)
     init: str = "scratch"
     labels: float = 1.0
-    labels_mode: Literal["scenes", "points"] = "scenes"
+    labels_mode: Literal["scenes", "points", "points_per_scene"] = "scenes"
     probe: bool = False
     #: training loss on the voxels: cross-entropy, or cross-entropy + Lovász-softmax (SLidR's fine-tuning)
     loss: Literal["ce", "ce+lovasz"] = "ce"
@@ -104,5 +114,11 @@ class FinetuneConfig:
         checks.trainer_machine(key(prefix, "trainer"), self.trainer)
 
     def validate(self, prefix: str = "") -> None:
-        if not 0 < self.labels <= 1:
+        if self.labels_mode == "points_per_scene":
+            if not (self.labels >= 1 and float(self.labels).is_integer()):
+                raise ConfigError(
+                    f"config key '{key(prefix, 'labels')}': with labels_mode points_per_scene it is a number "
+                    f"of labelled points per scene, a whole number >= 1, got {self.labels}"
+                )
+        elif not 0 < self.labels <= 1:
             raise ConfigError(f"config key '{key(prefix, 'labels')}': must be in (0, 1], got {self.labels}")

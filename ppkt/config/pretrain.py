@@ -185,7 +185,12 @@ class StudentConfig:
 
 @dataclass
 class LossConfig:
+    #: ppnce | distill, or several joined by "+" (e.g. ppnce+distill): their weighted sum over the same pairs
     name: str = "ppnce"
+    #: one weight per term of ``name`` (empty: 1 each)
+    weights: list[float] = field(default_factory=list)
+    #: distill: l2 (ScaLR: the distance of the unit vectors) | cosine (1 − cos)
+    distance: Literal["l2", "cosine"] = "l2"
     temperature: float = 0.04
     num_pairs: int = 4096
     #: > 0: pool points and pixels over SLIC superpixels of about this many segments per image (SLidR)
@@ -194,9 +199,19 @@ class LossConfig:
     gather_distributed: bool = True
 
     def validate(self, prefix: str = "loss") -> None:
-        from ppkt.losses import LOSSES
+        from ppkt.losses import loss_terms
 
-        checks.one_of(prefix, "name", self.name, sorted(LOSSES))
+        try:
+            terms = loss_terms(self.name)
+        except ValueError as e:
+            raise ConfigError(f"config key '{key(prefix, 'name')}': {e}") from None
+        if self.weights and len(self.weights) != len(terms):
+            raise ConfigError(
+                f"config key '{key(prefix, 'weights')}': needs one weight per term of {self.name!r} "
+                f"({len(terms)}), got {list(self.weights)}"
+            )
+        if not all(w > 0 for w in self.weights):
+            raise ConfigError(f"config key '{key(prefix, 'weights')}': must be > 0, got {list(self.weights)}")
         checks.positive(prefix, "temperature", self.temperature)
         if not (self.num_pairs == 0 or self.num_pairs >= 2):
             raise ConfigError(

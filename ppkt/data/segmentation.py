@@ -3,11 +3,14 @@
 * :func:`split_scenes` assigns whole scenes to train/val/test (no scene leaks between splits);
 * :func:`labelled_subset` picks the ``ceil(f · n)`` labelled training scenes of ``label_mode="scenes"``;
 * :func:`point_label_mask` picks the ``round(f · L)`` of a scene's ``L`` labelled points that keep their
-  label in ``label_mode="points"``.
+  label in ``label_mode="points"``, or (``count=k``) the ``k`` points of ``label_mode="points_per_scene"``:
+  the *limited annotations* of the ScanNet data-efficient benchmark (20, 50, 100 or 200 labelled points per
+  training scene; ``"scenes"`` is its *limited reconstructions*).
 
-All three depend only on the seed and the scene **names** (never on the order they are given in), and the
-limited-label choices are nested: for one seed, the subset for a smaller fraction is contained in the subset
-for a larger one (both are prefixes of the same seeded permutation).
+All three depend only on the seed and the scene **names** (never on the order they are given in, nor on
+anything else of the run: scratch and pretrained runs of one seed get the same labels), and the
+limited-label choices are nested: for one seed, the subset for a smaller fraction or count is contained in
+the subset for a larger one (all are prefixes of the same seeded permutation).
 
 * :class:`SceneSegmentationDataset` turns :class:`~ppkt.data.types.FusedScene` objects into
   :class:`~ppkt.data.sample.PointSample` objects: ``points [N, 3]`` = xyz, ``colors [N, 3]`` = rgb,
@@ -45,7 +48,7 @@ __all__ = [
     "voxel_labels",
 ]
 
-LABEL_MODES = ("scenes", "points")
+LABEL_MODES = ("scenes", "points", "points_per_scene")
 
 
 def _check_names(names: Sequence[str]) -> list[str]:
@@ -78,23 +81,30 @@ def labelled_subset(names: Sequence[str], fraction: float, seed: int = 0) -> lis
     return [n for n in names if n in chosen]
 
 
-def point_label_mask(labelled: np.ndarray, fraction: float, seed: int = 0, name: str = "") -> np.ndarray:
-    """Which points keep their label: ``round(fraction · L)`` (at least 1) of the ``L`` labelled ones.
+def point_label_mask(
+    labelled: np.ndarray, fraction: float = 1.0, seed: int = 0, name: str = "", count: int | None = None
+) -> np.ndarray:
+    """Which points keep their label: ``round(fraction · L)`` (at least 1) of the ``L`` labelled ones, or
+    ``min(count, L)`` of them when ``count`` is given (then ``fraction`` is not used).
 
     Args:
         labelled: ``[N]`` bool, the points that have a label.
         fraction: in ``(0, 1]``.
         seed, name: the choice is a function of ``(seed, name)`` only (``name`` = the scene name).
+        count: ``>= 1`` labelled points to keep (limited annotations).
 
     Returns:
         ``[N]`` bool mask, a subset of ``labelled``.
     """
-    _check_fraction(fraction, "label_fraction")
+    if count is None:
+        _check_fraction(fraction, "label_fraction")
+    elif count < 1:
+        raise ConfigError(f"label count must be >= 1, got {count}")
     idx = np.flatnonzero(np.asarray(labelled, dtype=bool))
     keep = np.zeros(len(labelled), dtype=bool)
     if idx.size == 0:
         return keep
-    k = max(1, round(fraction * idx.size))
+    k = max(1, round(fraction * idx.size)) if count is None else min(count, idx.size)
     perm = np.random.default_rng([seed, 2, zlib.crc32(name.encode())]).permutation(idx.size)
     keep[idx[perm[:k]]] = True
     return keep
@@ -138,8 +148,10 @@ class SceneSegmentationDataset(Dataset[PointSample]):
         ignore_index: label of unlabelled points.
         label_mode: ``"scenes"`` keeps only the :func:`labelled_subset` of
             ``ceil(label_fraction · #scenes)`` scenes; ``"points"`` keeps every scene but only
-            :func:`point_label_mask`'s ``label_fraction`` of each scene's labelled points.
-        label_fraction: in ``(0, 1]``; 1 = every label.
+            :func:`point_label_mask`'s ``label_fraction`` of each scene's labelled points;
+            ``"points_per_scene"`` keeps every scene with ``label_fraction`` (a whole number: a count)
+            labelled points each.
+        label_fraction: in ``(0, 1]``; 1 = every label. A count ``>= 1`` for ``"points_per_scene"``.
         seed: seeds the limited-label choice (deterministic, independent of the order of ``scenes``).
     """
 
@@ -155,6 +167,11 @@ class SceneSegmentationDataset(Dataset[PointSample]):
     ) -> None:
         if label_mode not in LABEL_MODES:
             raise ConfigError(f"label_mode: {label_mode!r} is not one of {list(LABEL_MODES)}")
+        count = None
+        if label_mode == "points_per_scene":
+            if not (label_fraction >= 1 and float(label_fraction).is_integer()):
+                raise ConfigError(f"labels per scene must be a whole number >= 1, got {label_fraction}")
+            count = int(label_fraction)
         if not scenes:
             raise ConfigError("SceneSegmentationDataset: no scenes")
         if ignore_index >= 0 and ignore_index < max(s.num_classes for s in scenes) - 1:
@@ -174,6 +191,8 @@ class SceneSegmentationDataset(Dataset[PointSample]):
             keep_mask = s.label > 0
             if label_mode == "points":
                 keep_mask = point_label_mask(keep_mask, label_fraction, seed, s.name)
+            elif count is not None:
+                keep_mask = point_label_mask(keep_mask, seed=seed, name=s.name, count=count)
             lab[~torch.from_numpy(keep_mask)] = ignore_index
             self.labels.append(lab)
 

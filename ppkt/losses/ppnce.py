@@ -20,6 +20,16 @@ from torch import Tensor, nn
 from ppkt.distributed import gather_rows, world_size
 
 
+def sample_pairs(
+    num_available: int, num_pairs: int, device: torch.device, generator: torch.Generator | None = None
+) -> Tensor:
+    """Indices of the pairs a loss uses: all ``num_available`` (``num_pairs`` 0 or not fewer), or
+    ``num_pairs`` of them drawn uniformly without replacement with ``generator``."""
+    if num_pairs == 0 or num_available <= num_pairs:
+        return torch.arange(num_available, device=device)
+    return torch.randperm(num_available, generator=generator, device=device)[:num_pairs]
+
+
 class PPNCELoss(nn.Module):
     """InfoNCE over matched point/pixel embeddings.
 
@@ -31,6 +41,9 @@ class PPNCELoss(nn.Module):
         gather_distributed: under DDP, contrast each point with the pixels of every process (gathered
             with gradients) rather than of its own process only. No effect in one process.
     """
+
+    #: the pixel side this loss reads: the learnable UPL's embeddings
+    space = "upl"
 
     def __init__(
         self, temperature: float = 0.07, num_pairs: int = 4096, gather_distributed: bool = False
@@ -48,9 +61,7 @@ class PPNCELoss(nn.Module):
         self, num_available: int, device: torch.device, generator: torch.Generator | None = None
     ) -> Tensor:
         """Indices of the pairs to use: all of them, or ``num_pairs`` drawn without replacement."""
-        if self.num_pairs == 0 or num_available <= self.num_pairs:
-            return torch.arange(num_available, device=device)
-        return torch.randperm(num_available, generator=generator, device=device)[: self.num_pairs]
+        return sample_pairs(num_available, self.num_pairs, device, generator)
 
     def logits(self, points: Tensor, pixels: Tensor) -> tuple[Tensor, Tensor]:
         """Args: ``points [n, D]``, ``pixels [n, D]`` (row i of each is pair i). Returns the ``[n, N]``
@@ -75,6 +86,15 @@ class PPNCELoss(nn.Module):
         the shares over the processes is the mean over all points, however they are split."""
         processes = world_size() if self.gather_distributed else 1
         return rows.sum() * (processes / logits.shape[1])
+
+    def stats(self, points: Tensor, pixels: Tensor) -> dict[str, Tensor]:
+        """``loss`` and ``top1`` (the fraction of points whose own pixel scores highest; no gradient),
+        both this process's share of the global means."""
+        logits, target = self.logits(points, pixels)
+        loss = self.mean(F.cross_entropy(logits, target, reduction="none"), logits)
+        with torch.no_grad():
+            top1 = self.mean((logits.argmax(dim=1) == target).float(), logits)
+        return {"loss": loss, "top1": top1}
 
     def forward(self, points: Tensor, pixels: Tensor) -> Tensor:
         """Args: ``points [n, D]``, ``pixels [n, D]`` (row i of each is pair i). Returns a scalar."""

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["OUTPUT_STRIDES", "UpsamplingProjection", "sample_pixels"]
+__all__ = ["OUTPUT_STRIDES", "UpsamplingProjection", "sample_levels", "sample_pixels"]
 
 #: Allowed ``output_stride`` values of :class:`UpsamplingProjection`.
 OUTPUT_STRIDES: tuple[int, ...] = (1, 2, 4, 8)
@@ -141,6 +141,26 @@ def sample_pixels(
     grid = _points_to_grid(uv, (w * output_stride, h * output_stride))
     out = _gather(embeddings, _point_slots(image_index, embeddings.shape[0]), grid)
     return F.normalize(out, dim=1) if normalize else out
+
+
+def sample_levels(
+    features: Sequence[Tensor], strides: Sequence[int], image_index: Tensor, uv: Tensor
+) -> Tensor:
+    """The raw multi-scale maps sampled at pixels, concatenated: ``[P, Σ C_i]``.
+
+    Each level ``features[i] [B, C_i, h_i, w_i]`` of stride ``strides[i]`` is interpolated bilinearly at
+    the full-resolution pixels ``uv [P, 2]`` of images ``image_index [P]`` (the cell-centre convention of
+    this module, as :meth:`UpsamplingProjection.embed_points`), with no projection and no normalisation:
+    the frozen teacher's own features at each pixel (the target of the distillation loss)."""
+    if len(features) != len(strides) or not features:
+        raise ValueError(f"expected one stride per feature map, got {len(strides)} for {len(features)}")
+    _check_points(image_index, uv, features[0].shape[0])
+    slots = _point_slots(image_index, features[0].shape[0])
+    out = []
+    for x, s in zip(features, strides):
+        grid = _points_to_grid(uv, (x.shape[-1] * s, x.shape[-2] * s))
+        out.append(_gather(x.float(), slots, grid))
+    return torch.cat(out, dim=1)
 
 
 class UpsamplingProjection(nn.Module):

@@ -10,7 +10,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ppkt.config import dump_config, from_dict, to_dict
 from ppkt.config.demo import DemoConfig
@@ -56,34 +56,22 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     n = (len(splits.train), len(splits.val), len(splits.test))
     print(f"[ppkt] segmentation: {n[0]} train / {n[1]} val / {n[2]} test scenes")
 
-    jobs: list[tuple[str, bool, float]] = [
-        (init, False, f) for f in cfg.label_fractions for init in ("scratch", "pretrained")
-    ]
-    jobs += [(init, True, cfg.probe_labels) for init in ("scratch", "pretrained")]
-    threads = cfg.finetune.trainer.threads
-    if cfg.workers > 1:  # share the cores between the worker processes
-        threads = max(1, (os.cpu_count() or 1) // cfg.workers)
-    todo: list[tuple[str, FinetuneConfig]] = []
-    for seed in cfg.seeds:
-        for init, probe, labels in jobs:
-            fc: FinetuneConfig = copy.deepcopy(cfg.finetune)
-            fc.init = "scratch" if init == "scratch" else str(ckpt)
-            fc.probe, fc.labels, fc.trainer.seed = probe, labels, seed
-            fc.trainer.progress_bar = False
-            fc.trainer.threads = threads
-            todo.append((f"{'probe' if probe else 'finetune'}-{init}-labels{labels:g}-seed{seed}", fc))
-    runs = run_jobs(todo, out / "runs", cfg.workers, splits)
+    runs = run_jobs(demo_jobs(cfg, ckpt), out / "runs", cfg.workers, splits)
 
     rows = summarize(runs)
     gain_rows = gains(rows)
     panels = feature_panels(cfg, ckpt)
     plot_report(out / "report.png", rows, panels)
     minutes = (time.time() - start) / 60
-    (out / "report.md").write_text(report_markdown(rows, gain_rows, pretrain_metrics, minutes))
+    setting = f"{len(splits.test)} test scene(s), every labelled point of them" + (
+        " — the training scenes themselves (`finetune.data.split: all`)"
+        if cfg.finetune.data.split == "all"
+        else ""
+    )
+    (out / "report.md").write_text(report_markdown(rows, gain_rows, pretrain_metrics, minutes, setting))
+    keys = ("init", "mode", "labels_mode", "labels", "miou_mean", "miou_std", "miou_se", "seeds")
     result = {
-        "results": [
-            {k: r[k] for k in ("init", "mode", "labels", "miou_mean", "miou_std", "seeds")} for r in rows
-        ],
+        "results": [{k: r[k] for k in keys} for r in rows],
         "gains": gain_rows,
         "pretrain": pretrain_metrics,
         "wall_time_min": round(minutes, 2),
@@ -91,6 +79,40 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     write_json(out / "metrics.json", result)
     print((out / "report.md").read_text())
     return result
+
+
+#: the demo's cells: (mode, labels_mode) of each protocol
+LabelsMode = Literal["scenes", "points", "points_per_scene"]
+LIMITED_RECONSTRUCTIONS: tuple[str, LabelsMode] = ("finetune", "scenes")
+LIMITED_ANNOTATIONS: tuple[str, LabelsMode] = ("finetune", "points_per_scene")
+LINEAR_PROBE: tuple[str, LabelsMode] = ("probe", "scenes")
+
+
+def demo_jobs(cfg: DemoConfig, ckpt: Path) -> list[tuple[str, FinetuneConfig]]:
+    """Every (cell, init, seed) fine-tuning job, named: limited reconstructions (``label_fractions``),
+    limited annotations (``label_points``), the linear probe (``probe_labels``), each from scratch and
+    from ``ckpt``. Both inits of one seed get the same config but ``init``, hence the same labels, data
+    order and augmentation."""
+    cells: list[tuple[tuple[str, LabelsMode], float, str]] = [
+        (LIMITED_RECONSTRUCTIONS, f, f"labels{f:g}") for f in cfg.label_fractions
+    ]
+    cells += [(LIMITED_ANNOTATIONS, float(n), f"points{n}") for n in cfg.label_points]
+    cells.append((LINEAR_PROBE, cfg.probe_labels, f"labels{cfg.probe_labels:g}"))
+    threads = cfg.finetune.trainer.threads
+    if cfg.workers > 1:  # share the cores between the worker processes
+        threads = max(1, (os.cpu_count() or 1) // cfg.workers)
+    todo: list[tuple[str, FinetuneConfig]] = []
+    for seed in cfg.seeds:
+        for (mode, labels_mode), labels, tag in cells:
+            for init in ("scratch", "pretrained"):
+                fc: FinetuneConfig = copy.deepcopy(cfg.finetune)
+                fc.init = "scratch" if init == "scratch" else str(ckpt)
+                fc.probe, fc.labels_mode, fc.labels = mode == "probe", labels_mode, labels
+                fc.trainer.seed = seed
+                fc.trainer.progress_bar = False
+                fc.trainer.threads = threads
+                todo.append((f"{mode}-{init}-{tag}-seed{seed}", fc))
+    return todo
 
 
 def _job(cfg: dict[str, Any], out: str) -> dict[str, Any]:

@@ -129,6 +129,7 @@ def run_finetune(
         "seed": t.seed,
         "steps": trainer.global_step,
         "train_scenes_labelled": len(loader.dataset),  # type: ignore[arg-type]
+        "train_points_labelled": dataset.num_labelled_points(),
         "test": evaluate_segmentation(module, cfg.data, splits.test),
     }
     metrics["wall_time_s"] = round(time.time() - start, 1)

@@ -28,6 +28,7 @@ from ppkt.training.data import frame_splits, make_loader, num_input_features
 from ppkt.training.pretrain_module import PPKTPretrainModule
 from ppkt.training.resume import AtomicCheckpointIO, ResumeState
 from ppkt.training.retrieval import retrieval_top1
+from ppkt.training.view_consistency import consistency_metrics
 
 
 def mean_head_tail(values: list[float], fraction: float = 0.1) -> tuple[float, float]:
@@ -169,6 +170,7 @@ def run_pretrain(cfg: PretrainConfig, out: str | Path, resume: str | None = None
             retrieval_frames=trained.frames,
             retrieval_points=cfg.eval.retrieval_points,
         )
+        metrics.update(consistency_metrics(cfg, held, module, fresh))
     metrics["wall_time_s"] = round(time.time() - start, 1)
     print("[ppkt] metrics:\n" + write_json(out / "metrics.json", metrics))
     return metrics

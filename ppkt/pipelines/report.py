@@ -22,23 +22,47 @@ from ppkt.errors import DataError
 from ppkt.sparse import SparseTensor
 from ppkt.training.pretrain_module import PPKTPretrainModule
 
+#: what each (mode, labels_mode) cell of the demo measures
+PROTOCOLS: dict[tuple[str, str], str] = {
+    ("finetune", "scenes"): "limited reconstructions",
+    ("finetune", "points_per_scene"): "limited annotations",
+    ("finetune", "points"): "fraction of points",
+    ("probe", "scenes"): "linear probe",
+    ("probe", "points_per_scene"): "linear probe, limited annotations",
+    ("probe", "points"): "linear probe, fraction of points",
+}
+
+Cell = tuple[str, str, float]  # (mode, labels_mode, labels)
+
+
+def _cell(r: dict[str, Any]) -> Cell:
+    return (r["mode"], r.get("labels_mode", "scenes"), r["labels"])
+
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Group runs by (init, mode, labels): mean and sample std of test mIoU over seeds."""
-    groups: dict[tuple[str, str, float], list[dict[str, Any]]] = defaultdict(list)
+    """Group runs by (init, mode, labels_mode, labels): mean, sample std and standard error of the mean
+    (``std / √n``) of test mIoU over seeds."""
+    groups: dict[tuple[str, Cell], list[dict[str, Any]]] = defaultdict(list)
     for r in runs:
-        groups[(r["init"], r["mode"], r["labels"])].append(r)
+        groups[(r["init"], _cell(r))].append(r)
     rows = []
-    for (init, mode, labels), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
+    for (init, (mode, labels_mode, labels)), rs in sorted(
+        groups.items(),
+        key=lambda kv: (kv[0][1][0], kv[0][1][1] != "scenes", kv[0][1][1], kv[0][1][2], kv[0][0]),
+    ):
         m = np.array([r["test"]["miou"] for r in rs], dtype=float)
+        std = float(m.std(ddof=1)) if len(m) > 1 else 0.0
         rows.append(
             {
                 "init": init,
                 "mode": mode,
+                "labels_mode": labels_mode,
                 "labels": labels,
                 "labelled_scenes": rs[0]["train_scenes_labelled"],
+                "labelled_points": rs[0].get("train_points_labelled"),
                 "miou_mean": float(m.mean()),
-                "miou_std": float(m.std(ddof=1)) if len(m) > 1 else 0.0,
+                "miou_std": std,
+                "miou_se": std / math.sqrt(len(m)),
                 "seeds": len(m),
             }
         )
@@ -46,61 +70,98 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def gains(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Pretrained − scratch per (mode, labels), with the standard error of the difference of means."""
-    by = {(r["mode"], r["labels"], r["init"]): r for r in rows}
+    """Pretrained − scratch per cell, with the standard error of the difference of means."""
+    by = {(_cell(r), r["init"]): r for r in rows}
     out = []
-    for (mode, labels, init), pre in by.items():
-        if init != "pretrained" or (mode, labels, "scratch") not in by:
+    for (cell, init), pre in by.items():
+        if init != "pretrained" or (cell, "scratch") not in by:
             continue
-        scr = by[(mode, labels, "scratch")]
+        scr = by[(cell, "scratch")]
         se = math.sqrt(pre["miou_std"] ** 2 / pre["seeds"] + scr["miou_std"] ** 2 / scr["seeds"])
         gain = pre["miou_mean"] - scr["miou_mean"]
-        out.append({"mode": mode, "labels": labels, "gain": gain, "se": se, "significant": gain > 2 * se})
-    return sorted(out, key=lambda g: (g["mode"], g["labels"]))
+        mode, labels_mode, labels = cell
+        out.append(
+            {
+                "mode": mode,
+                "labels_mode": labels_mode,
+                "labels": labels,
+                "gain": gain,
+                "se": se,
+                "significant": gain > 2 * se,
+            }
+        )
+    return sorted(out, key=lambda g: (g["mode"], g["labels_mode"] != "scenes", g["labels_mode"], g["labels"]))
+
+
+def _labels_text(r: dict[str, Any]) -> str:
+    if r["labels_mode"] == "points_per_scene":
+        return f"{r['labels']:g} points/scene"
+    if r["labels_mode"] == "points":
+        return f"{r['labels']:g} of the points"
+    n = r["labelled_scenes"]
+    return f"{r['labels']:g} → {n} scene{'s' if n != 1 else ''}"
 
 
 def report_markdown(
-    rows: list[dict[str, Any]], gain_rows: list[dict[str, Any]], pretrain: dict[str, Any], minutes: float
+    rows: list[dict[str, Any]],
+    gain_rows: list[dict[str, Any]],
+    pretrain: dict[str, Any],
+    minutes: float,
+    setting: str = "",
 ) -> str:
     lines = [
         "# ppkt demo report",
         "",
-        "Semantic segmentation on held-out synthetic scenes (test mIoU, %), "
-        "the same student, data, schedule and seeds for both initialisations.",
+        "Semantic segmentation (test mIoU, %)"
+        + (f" on {setting}" if setting else "")
+        + "; the same student, data, labels, schedule and seeds for both initialisations. Protocols (the "
+        "ScanNet data-efficient benchmark's): *limited reconstructions* = a fraction of the training scenes "
+        "keeps its labels; *limited annotations* = a fixed number of labelled points per training scene, "
+        "chosen by the seed; *linear probe* = frozen backbone, a new linear head.",
         "",
-        "| mode | labels (fraction → scenes) | scratch | pretrained | gain ± s.e. | verdict |",
+        "| protocol | labels | scratch | pretrained | gain ± s.e. | verdict |",
         "|---|---|---|---|---|---|",
     ]
-    by = {(r["mode"], r["labels"], r["init"]): r for r in rows}
+    by = {(_cell(r), r["init"]): r for r in rows}
     for g in gain_rows:
-        s, p = by[(g["mode"], g["labels"], "scratch")], by[(g["mode"], g["labels"], "pretrained")]
+        cell = (g["mode"], g["labels_mode"], g["labels"])
+        s, p = by[(cell, "scratch")], by[(cell, "pretrained")]
         verdict = "gain > 2 s.e." if g["significant"] else "**within noise** (gain ≤ 2 s.e.)"
         lines.append(
-            f"| {g['mode']} | {g['labels']:g} → {s['labelled_scenes']} "
-            f"| {s['miou_mean']:.2f} ± {s['miou_std']:.2f} "
-            f"| {p['miou_mean']:.2f} ± {p['miou_std']:.2f} | {g['gain']:+.2f} ± {g['se']:.2f} | {verdict} |"
+            f"| {PROTOCOLS.get(cell[:2], f'{cell[0]} ({cell[1]})')} | {_labels_text(s)} "
+            f"| {s['miou_mean']:.2f} ± {s['miou_se']:.2f} "
+            f"| {p['miou_mean']:.2f} ± {p['miou_se']:.2f} | {g['gain']:+.2f} ± {g['se']:.2f} | {verdict} |"
         )
     lines += [
         "",
-        f"Seeds per cell: {rows[0]['seeds'] if rows else 0} (mean ± sample std over seeds; s.e. of the "
-        "gain = √(σ²ₚ/n + σ²ₛ/n)).",
+        f"Seeds per cell: {rows[0]['seeds'] if rows else 0} (mean ± standard error of the mean over seeds; "
+        "s.e. of the gain = √(σ²ₚ/n + σ²ₛ/n)).",
         "",
     ]
     if pretrain:
         lines += [
             "## Pretraining (pretext check on held-out frames)",
             "",
-            "| loss initial | loss final | retrieval top-1 | random init | chance |",
-            "|---|---|---|---|---|",
+            "| loss initial | loss final | retrieval top-1 | random init | chance "
+            "| view consistency frames / scene | random init |",
+            "|---|---|---|---|---|---|---|",
             f"| {pretrain.get('loss_initial', float('nan')):.3f} "
             f"| {pretrain.get('loss_final', float('nan')):.3f} "
             f"| {pretrain.get('retrieval_top1_heldout', float('nan')):.4f} "
             f"| {pretrain.get('retrieval_top1_random_init', float('nan')):.4f} "
-            f"| {pretrain.get('retrieval_chance', float('nan')):.4f} |",
+            f"| {pretrain.get('retrieval_chance', float('nan')):.4f} "
+            f"| {_num(pretrain.get('view_consistency_frames'))} / "
+            f"{_num(pretrain.get('view_consistency_scene'))} "
+            f"| {_num(pretrain.get('view_consistency_frames_random_init'))} / "
+            f"{_num(pretrain.get('view_consistency_scene_random_init'))} |",
             "",
         ]
     lines += ["![report](report.png)", "", f"Total wall time: {minutes:.1f} min."]
     return "\n".join(lines) + "\n"
+
+
+def _num(v: Any) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
 
 
 def _pca_rgb(feats: torch.Tensor) -> np.ndarray:
@@ -136,29 +197,57 @@ def feature_image(
 
 
 def plot_report(path: Path, rows: list[dict[str, Any]], panels: list[tuple[str, np.ndarray]]) -> None:
-    fig = plt.figure(figsize=(4.2 * max(3, len(panels)), 8))
-    ax = fig.add_subplot(2, 1, 1)
+    """mIoU against the labels: limited reconstructions and the probe (left, fraction of the scenes) and
+    limited annotations (right, points per scene, when the demo ran them), then the feature panels."""
+    la = [r for r in rows if r["labels_mode"] == "points_per_scene"]
+    width = max(3, len(panels))
+    fig = plt.figure(figsize=(4.2 * width, 8))
+    # one grid whose columns both rows divide evenly: the plots on top, the panels below
+    top = 2 if la else 1
+    cols = math.lcm(top, max(1, len(panels)))
+    grid = fig.add_gridspec(2, cols)
+    axes = [fig.add_subplot(grid[0, i * cols // top : (i + 1) * cols // top]) for i in range(top)]
     for init, color in (("scratch", "tab:gray"), ("pretrained", "tab:blue")):
-        for mode, style in (("finetune", "-o"), ("probe", "--s")):
+        for ax, labels_mode, mode, style in (
+            (axes[0], "scenes", "finetune", "-o"),
+            (axes[0], "scenes", "probe", "--s"),
+            (axes[-1], "points_per_scene", "finetune", "-o"),
+        ):
+            if labels_mode == "points_per_scene" and not la:
+                continue
             rs = sorted(
-                (r for r in rows if r["init"] == init and r["mode"] == mode), key=lambda r: r["labels"]
+                (
+                    r
+                    for r in rows
+                    if r["init"] == init and r["mode"] == mode and r["labels_mode"] == labels_mode
+                ),
+                key=lambda r: r["labels"],
             )
             if rs:
                 ax.errorbar(
                     [r["labels"] for r in rs],
                     [r["miou_mean"] for r in rs],
-                    yerr=[r["miou_std"] for r in rs],
+                    yerr=[r["miou_se"] for r in rs],
                     fmt=style,
                     color=color,
                     capsize=3,
                     label=f"{init} ({mode})",
                 )
-    ax.set_xscale("log")
-    ax.set_xlabel("fraction of labelled training scenes")
-    ax.set_ylabel("test mIoU (%)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    _image_row(fig, panels, rows=2, row=1)
+    axes[0].set_xlabel("fraction of labelled training scenes (limited reconstructions)")
+    if la:
+        axes[1].set_xlabel("labelled points per training scene (limited annotations)")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_ylabel("test mIoU (%, ± s.e.)")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    step = cols // max(1, len(panels))
+    for i, (title, img) in enumerate(panels):
+        a = fig.add_subplot(grid[1, i * step : (i + 1) * step])
+        a.imshow(img)
+        a.set_title(title)
+        a.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -14,6 +14,7 @@ from ppkt.training.common import load_run_checkpoint, output_dir, write_json
 from ppkt.training.data import data_root, frame_splits, make_loader, num_input_features
 from ppkt.training.pretrain_module import PPKTPretrainModule
 from ppkt.training.retrieval import retrieval_top1
+from ppkt.training.view_consistency import consistency_metrics
 
 
 def _even_subset(frames: list[FrameRef], n: int) -> list[FrameRef]:
@@ -36,7 +37,8 @@ def run_retrieval_eval(
     With ``data`` (an RGB-D dataset folder, read with ``layout`` or the checkpoint's ``data.layout``) every
     frame of it is a candidate (evenly subsampled to ``eval.retrieval_frames``); without, the checkpoint's
     own held-out frames. The same frames and points are scored with the trained networks and with an
-    untrained student and UPL built from the same config and seed. Writes ``<out>/metrics.json``.
+    untrained student and UPL built from the same config and seed, and so is the view consistency of both
+    students (:mod:`ppkt.training.view_consistency`). Writes ``<out>/metrics.json``.
     """
     if num_points is not None and num_points < 2:
         raise ConfigError(f"--points must be >= 2 (points scored per frame), got {num_points}")
@@ -73,6 +75,7 @@ def run_retrieval_eval(
     L.seed_everything(seed, verbose=False)
     fresh = PPKTPretrainModule.from_config(cfg, num_input_features(cfg.data.features))
     random_init = retrieval_top1(fresh, loader, n_points, seed=seed)
+    consistency = consistency_metrics(cfg, frames, module, fresh)
     metrics = {
         "task": "retrieval",
         "checkpoint": str(path),
@@ -85,6 +88,7 @@ def run_retrieval_eval(
         "retrieval_frames": trained.frames,
         "retrieval_points": n_points,
         "ratio_vs_random_init": trained.top1 / random_init.top1 if random_init.top1 > 0 else float("inf"),
+        **consistency,
     }
     print("[ppkt] retrieval:\n" + write_json(out / "metrics.json", metrics))
     return metrics

@@ -1,4 +1,5 @@
-"""The PPKT pretraining LightningModule: frozen teacher + UPL (2D), sparse U-Net + head (3D), PPNCE."""
+"""The PPKT pretraining LightningModule: frozen teacher + UPL (2D), sparse U-Net + heads (3D), the pretext
+loss (PPNCE, distillation, or their weighted sum)."""
 
 from __future__ import annotations
 
@@ -7,26 +8,37 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from ppkt.config import PretrainConfig, from_dict, to_dict
 from ppkt.data.sample import PairedBatch
 from ppkt.distributed import all_true
-from ppkt.losses import PPNCELoss, build_loss
+from ppkt.losses import build_pretext_loss
 from ppkt.models.heads import ProjectionHead
 from ppkt.models.student import build_student, sync_batchnorm
 from ppkt.models.teachers import build_teacher
-from ppkt.models.upl import UpsamplingProjection, sample_pixels
+from ppkt.models.upl import UpsamplingProjection, sample_levels, sample_pixels
 from ppkt.sparse import SparseTensor
 from ppkt.training.optim import build_optimizer, trainable, warmup_cosine
 from ppkt.training.resume import TRAIN_PAIRS, VAL_PAIRS, derive_seed
 
 
 class PPKTPretrainModule(L.LightningModule):
-    """Pixel-to-point contrastive pretraining of a sparse-conv student.
+    """Pixel-to-point pretraining of a sparse-conv student: PPNCE, feature distillation, or both.
+
+    The objective (``loss.name``) is a :class:`~ppkt.losses.PretextLoss` whose terms read one of two
+    embedding spaces: ``"upl"`` (projection ``head`` of the student against the learnable ``upl``; PPNCE) and
+    ``"teacher"`` (``distill_head``, a projection to the teacher's summed channels, against the frozen
+    teacher features at each pixel; distillation, which has no negatives and so needs a fixed target). Both
+    spaces share the student and the sampled pairs. ``head`` and ``upl`` always exist (checkpoints and
+    exports keep their keys) and are frozen when no term reads them; ``distill_head`` exists only when a
+    term reads the teacher space.
 
     ``forward(batch)`` returns ``dict(loss=..., **scalars)``; the training loop logs every key.
     """
+
+    #: set only when a loss term reads the teacher space
+    distill_head: ProjectionHead
 
     def __init__(self, config: dict[str, Any], in_channels: int) -> None:
         super().__init__()
@@ -40,14 +52,28 @@ class PPKTPretrainModule(L.LightningModule):
         self.student = build_student(cfg.student.name, in_channels, backend=cfg.student.backend)
         sync_batchnorm(self.student, cfg.trainer.sync_batchnorm)  # acts under DDP only
         self.head = ProjectionHead(self.student.out_channels, cfg.upl.dim)
-        loss = build_loss(
+        self.loss = build_pretext_loss(
             cfg.loss.name,
-            temperature=cfg.loss.temperature,
-            num_pairs=cfg.loss.num_pairs,
-            gather_distributed=cfg.loss.gather_distributed,
+            cfg.loss.weights,
+            cfg.loss.num_pairs,
+            options={
+                # the pairs are sampled once for every term (PretextLoss.sample)
+                "ppnce": {
+                    "temperature": cfg.loss.temperature,
+                    "num_pairs": 0,
+                    "gather_distributed": cfg.loss.gather_distributed,
+                },
+                "distill": {"distance": cfg.loss.distance, "gather_distributed": cfg.loss.gather_distributed},
+            },
         )
-        assert isinstance(loss, PPNCELoss)
-        self.loss = loss
+        spaces = self.loss.spaces
+        if "teacher" in spaces:
+            self.distill_head = ProjectionHead(self.student.out_channels, sum(self.teacher.out_channels))
+        if "upl" not in spaces:  # unused: frozen (DDP needs every trainable parameter to get a gradient)
+            self.head.requires_grad_(False)
+            self.upl.requires_grad_(False)
+        #: the space of the retrieval check: the first term's
+        self.retrieval_space = spaces[0]
         self.step_losses: list[float] = []
 
     @classmethod
@@ -55,12 +81,22 @@ class PPKTPretrainModule(L.LightningModule):
         return cls(to_dict(cfg), in_channels)
 
     # ------------------------------------------------------------------ embeddings
-    def point_embeddings(self, batch: PairedBatch, voxels: Tensor | None = None) -> Tensor:
+    def student_features(self, batch: PairedBatch, voxels: Tensor | None = None) -> Tensor:
+        """``[M, C]`` student output features of every voxel, or ``[P, C]`` of the voxels ``voxels``."""
+        feats = self.student(SparseTensor(batch.feats, batch.coords))
+        return feats if voxels is None else feats[voxels]
+
+    def project(self, feats: Tensor, space: str | None = None) -> Tensor:
+        """Unit point embeddings of student features in ``space`` (default: the retrieval space)."""
+        space = space or self.retrieval_space
+        return self.head(feats) if space == "upl" else self.distill_head(feats)
+
+    def point_embeddings(
+        self, batch: PairedBatch, voxels: Tensor | None = None, space: str | None = None
+    ) -> Tensor:
         """``[M, D]`` unit embeddings of every voxel of the batch, or ``[P, D]`` of the voxels ``voxels``
-        only (the head is point-wise, so it runs on just the rows that are used)."""
-        x = SparseTensor(batch.feats, batch.coords)
-        feats = self.student(x)
-        return self.head(feats if voxels is None else feats[voxels])
+        only (the heads are point-wise, so they run on just the rows that are used)."""
+        return self.project(self.student_features(batch, voxels), space)
 
     def teacher_features(self, batch: PairedBatch) -> list[Tensor]:
         """The frozen teacher's multi-scale maps of the batch images — every camera image of every sample,
@@ -73,32 +109,57 @@ class PPKTPretrainModule(L.LightningModule):
             return list(self.teacher(batch.images))
 
     def pixel_embeddings(
-        self, features: list[Tensor], image_size: tuple[int, int], image_index: Tensor, uv: Tensor
+        self,
+        features: list[Tensor],
+        image_size: tuple[int, int],
+        image_index: Tensor,
+        uv: Tensor,
+        space: str | None = None,
     ) -> Tensor:
-        """``[P, D]`` unit embeddings (UPL) of pixels ``uv`` of images ``image_index``."""
+        """``[P, D]`` unit embeddings of pixels ``uv`` of images ``image_index`` in ``space``: the UPL's, or
+        the teacher's own features (each layer sampled bilinearly, concatenated, normalised)."""
+        if (space or self.retrieval_space) == "teacher":
+            return F.normalize(sample_levels(features, self.teacher.strides, image_index, uv), dim=1)
         if self.cfg.upl.output_stride == 1:  # exact and cheap: no dense full-resolution map
             return self.upl.embed_points(features, image_index, uv, image_size)
         return sample_pixels(self.upl(features, image_size), image_index, uv, image_size)
 
-    def superpixel_embeddings(self, batch: PairedBatch) -> tuple[Tensor, Tensor]:
-        """``[S, D]`` point and pixel embeddings pooled over the batch's superpixels (SLidR): the mean of
-        the unit embeddings of every pair whose pixel lies in the superpixel, renormalised. The 2D side
-        pools the paired pixels (those with a valid depth) rather than every pixel of the superpixel."""
+    def embed_pairs(
+        self, batch: PairedBatch, pairs: Tensor | None, spaces: list[str]
+    ) -> dict[str, tuple[Tensor, Tensor]]:
+        """``space → (points [P, D], pixels [P, D])`` of the batch's pairs ``pairs`` (indices; ``None`` =
+        all), the student run once for every space."""
+        sel = slice(None) if pairs is None else pairs
+        feats = self.student_features(batch, batch.pair_voxel[sel])
+        features = self.teacher_features(batch)
+        image, uv = batch.pair_image[sel], batch.pair_uv[sel]
+        return {
+            s: (self.project(feats, s), self.pixel_embeddings(features, batch.image_size, image, uv, s))
+            for s in spaces
+        }
+
+    def pool_superpixels(
+        self, batch: PairedBatch, embedded: dict[str, tuple[Tensor, Tensor]]
+    ) -> dict[str, tuple[Tensor, Tensor]]:
+        """Every pair's embeddings (of all the batch's pairs) pooled over its superpixel (SLidR): the mean of
+        the unit embeddings of the pairs whose pixel lies in the superpixel, renormalised. The 2D side pools
+        the paired pixels (those with a valid depth) rather than every pixel of the superpixel."""
         seg = batch.pair_segment
         if seg is None:
             raise ValueError("loss.superpixels > 0 needs batches with pair_segment (a Superpixels transform)")
         key = batch.pair_image * (int(seg.max()) + 1) + seg
         _, group = torch.unique(key, return_inverse=True)
         n = int(group.max()) + 1
-        points = self.point_embeddings(batch, batch.pair_voxel)
-        pixels = self.pixel_embeddings(
-            self.teacher_features(batch), batch.image_size, batch.pair_image, batch.pair_uv
-        )
 
         def pool(x: Tensor) -> Tensor:
             return F.normalize(x.new_zeros(n, x.shape[1]).index_add_(0, group, x), dim=1)
 
-        return pool(points), pool(pixels)
+        return {s: (pool(p), pool(q)) for s, (p, q) in embedded.items()}
+
+    def superpixel_embeddings(self, batch: PairedBatch, space: str | None = None) -> tuple[Tensor, Tensor]:
+        """``[S, D]`` point and pixel embeddings (in ``space``) pooled over the batch's superpixels."""
+        space = space or self.retrieval_space
+        return self.pool_superpixels(batch, self.embed_pairs(batch, None, [space]))[space]
 
     def pair_generator(self, stream: int, index: int) -> torch.Generator:
         """The random generator of one step's pair sampling, seeded from ``(trainer.seed, stream, index,
@@ -107,27 +168,21 @@ class PPKTPretrainModule(L.LightningModule):
         return torch.Generator(device=self.device).manual_seed(seed)
 
     def forward(self, batch: PairedBatch, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """``generator`` draws the sampled pairs (default: torch's global random state)."""
+        """``generator`` draws the sampled pairs (default: torch's global random state). Under DDP the loss
+        and its monitors are this process's share of the global means (the loss terms' ``mean``)."""
+        spaces = self.loss.spaces
         if self.cfg.loss.superpixels > 0:
-            points, pixels = self.superpixel_embeddings(batch)
-            idx = self.loss.sample(points.shape[0], points.device, generator)
-            points, pixels = points[idx], pixels[idx]
+            embedded = self.pool_superpixels(batch, self.embed_pairs(batch, None, spaces))
+            n = next(iter(embedded.values()))[0].shape[0]
+            idx = self.loss.sample(n, batch.pair_voxel.device, generator)
+            embedded = {s: (p[idx], q[idx]) for s, (p, q) in embedded.items()}
         else:
             idx = self.loss.sample(batch.pair_voxel.shape[0], batch.pair_voxel.device, generator)
-            points = self.point_embeddings(batch, batch.pair_voxel[idx])
-            features = self.teacher_features(batch)
-            pixels = self.pixel_embeddings(
-                features, batch.image_size, batch.pair_image[idx], batch.pair_uv[idx]
-            )
-        # under DDP the logits hold every process's pixels, and loss and top-1 are this process's share of
-        # the global means (PPNCELoss.mean)
-        logits, target = self.loss.logits(points, pixels)
-        loss = self.loss.mean(F.cross_entropy(logits, target, reduction="none"), logits)
-        with torch.no_grad():
-            top1 = self.loss.mean((logits.argmax(dim=1) == target).float(), logits)
+            embedded = self.embed_pairs(batch, idx, spaces)
+        out = self.loss(embedded)
+        loss = out["loss"]
         return {
-            "loss": loss,
-            "top1": top1,
+            **out,
             "pairs": loss.new_tensor(float(len(idx))),
             "voxels": loss.new_tensor(float(batch.coords.shape[0])),
         }
@@ -159,9 +214,13 @@ class PPKTPretrainModule(L.LightningModule):
         for k, v in out.items():
             self.log(f"val/{k}", v, batch_size=batch.batch_size, sync_dist=True)
 
+    def extra_heads(self) -> list[nn.Module]:
+        """The heads beyond ``head`` that some loss term trains (``distill_head``)."""
+        return [self.distill_head] if hasattr(self, "distill_head") else []
+
     def configure_optimizers(self) -> Any:
         o = self.cfg.optim
-        params = trainable([self.student, self.head, self.upl])
+        params = trainable([self.student, self.head, self.upl, *self.extra_heads()])
         opt = build_optimizer(o.name, params, o.lr, o.weight_decay, o.momentum)
         total = int(self.trainer.estimated_stepping_batches)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, o.warmup_steps, o.schedule))

@@ -16,7 +16,7 @@ from ppkt.data.sample import collate_points
 from ppkt.data.segmentation import SceneSegmentationDataset
 from ppkt.data.splits import split_by_order
 from ppkt.data.transforms import Compose, RandomCrop, RandomRotate, RandomScale, Transform, Voxelize
-from ppkt.data.types import FusedScene
+from ppkt.data.types import FrameSource, FusedScene
 from ppkt.errors import ConfigError, DataError
 from ppkt.training.data import color_jitter, data_root
 
@@ -44,9 +44,24 @@ class SceneSplits:
         return list(names[1 : self.num_classes + 1])
 
 
+def select_scenes(folders: list[FrameSource], names: list[str] | None, root: Path) -> list[FrameSource]:
+    """The folders named in ``data.scenes`` (in the root's order), or all of them for ``None``."""
+    if names is None:
+        return folders
+    known = [f.scene for f in folders]
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise ConfigError(
+            f"config key 'data.scenes': {root} has no scene {missing[0]!r}; its scenes: {known}"
+        )
+    return [f for f in folders if f.scene in names]
+
+
 def load_scene_splits(cfg: SegDataConfig, verbose: bool = True) -> SceneSplits:
+    """The fused scenes of ``data.scenes`` (all by default), split by ``data.split``: ``order``
+    (:func:`~ppkt.data.splits.split_by_order`) or ``all`` (every scene trains and tests)."""
     root = data_root(cfg, verbose)
-    folders = open_scenes(root, cfg.layout)
+    folders = select_scenes(open_scenes(root, cfg.layout), cfg.scenes, root)
     scenes = [
         load_or_fuse(
             f,
@@ -58,10 +73,14 @@ def load_scene_splits(cfg: SegDataConfig, verbose: bool = True) -> SceneSplits:
         )
         for f in folders
     ]
-    try:
-        train, val, test = split_by_order(scenes, cfg.test, cfg.val)
-    except ConfigError as e:
-        raise ConfigError(f"{root}: {e}") from None
+    if cfg.split == "all":
+        val: list[FusedScene] = []
+        train, test = list(scenes), list(scenes)
+    else:
+        try:
+            train, val, test = split_by_order(scenes, cfg.test, cfg.val)
+        except ConfigError as e:
+            raise ConfigError(f"{root}: {e}") from None
     splits = SceneSplits(root, train, val, test)
     if splits.num_classes < 1:
         raise DataError(
