@@ -19,8 +19,8 @@ from ppkt.cli.main import set_thread_pool_env
 
 set_thread_pool_env()
 
-import pytest
-import torch
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 torch.set_num_threads(2)
 # rendered and fused caches of the tests never touch the user's ~/.cache/ppkt

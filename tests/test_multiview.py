@@ -32,9 +32,9 @@ def wall_frame(name: str, x: float, depth: np.ndarray | None = None) -> Frame:
 def reproject(sample, pairs: torch.Tensor) -> torch.Tensor:
     p = sample.points[sample.pair_point[pairs]].double()
     out = []
-    for i, j in zip(pairs.tolist(), sample.pair_image[pairs].tolist()):
+    for k, j in enumerate(sample.pair_image[pairs].tolist()):
         cam = torch.linalg.inv(sample.poses[j])
-        q = sample.intrinsics[j] @ (cam[:3, :3] @ p[len(out)] + cam[:3, 3])
+        q = sample.intrinsics[j] @ (cam[:3, :3] @ p[k] + cam[:3, 3])
         out.append(q[:2] / q[2])
     return torch.stack(out)
 
