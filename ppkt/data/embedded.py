@@ -12,11 +12,40 @@ of its recipe is an error naming it (it is never deleted for you).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ppkt.cache import CacheFolder
 from ppkt.data.synth import dataset_matches, make_recipe, render_dataset
 from ppkt.data.synth.lidar_writer import lidar_dataset_matches, make_lidar_recipe, render_lidar_dataset
+
+
+def _ensure(
+    kind: str,
+    what: str,
+    recipe: dict[str, Any],
+    matches: Callable[[Path, dict[str, Any]], bool],
+    render: Callable[[Path, dict[str, Any]], Any],
+    cache_dir: str | None,
+    verbose: bool,
+) -> Path:
+    """The cache folder ``<kind>-<hash of recipe>``, rendered first by ``render`` if the cache lacks it."""
+    folder = CacheFolder(kind, recipe, cache_dir)
+
+    def say(text: str) -> None:
+        if verbose:
+            print(f"[ppkt] {text}", flush=True)
+
+    return folder.ensure(
+        lambda root: matches(root, recipe),
+        lambda tmp: render(tmp, recipe),
+        what=what,
+        on_build=lambda: say(
+            f"rendering the embedded {what} into {folder.root} (first use; cached afterwards)"
+        ),
+        on_wait=lambda: say(f"waiting for another process rendering {folder.root}"),
+    )
 
 
 def ensure_synthetic(
@@ -30,21 +59,7 @@ def ensure_synthetic(
 ) -> Path:
     """Path of the synthetic dataset of this recipe, rendering it first if the cache lacks it."""
     recipe = make_recipe(scenes, frames_per_scene, seed, image_size)
-    folder = CacheFolder("synth", recipe, cache_dir)
-
-    def say(text: str) -> None:
-        if verbose:
-            print(f"[ppkt] {text}", flush=True)
-
-    return folder.ensure(
-        lambda root: dataset_matches(root, recipe),
-        lambda tmp: render_dataset(tmp, recipe),
-        what="synthetic dataset",
-        on_build=lambda: say(
-            f"rendering the embedded synthetic dataset into {folder.root} (first use; cached afterwards)"
-        ),
-        on_wait=lambda: say(f"waiting for another process rendering {folder.root}"),
-    )
+    return _ensure("synth", "synthetic dataset", recipe, dataset_matches, render_dataset, cache_dir, verbose)
 
 
 def ensure_synthetic_lidar(
@@ -59,19 +74,12 @@ def ensure_synthetic_lidar(
     """Path of the synthetic LiDAR dataset (rig layout: a 32-beam LiDAR and 4 cameras of ``image_size``
     per frame) of this recipe, rendering it first if the cache lacks it."""
     recipe = make_lidar_recipe(scenes, frames_per_scene, seed, image_size)
-    folder = CacheFolder("synth-lidar", recipe, cache_dir)
-
-    def say(text: str) -> None:
-        if verbose:
-            print(f"[ppkt] {text}", flush=True)
-
-    return folder.ensure(
-        lambda root: lidar_dataset_matches(root, recipe),
-        lambda tmp: render_lidar_dataset(tmp, recipe),
-        what="synthetic LiDAR dataset",
-        on_build=lambda: say(
-            f"rendering the embedded synthetic LiDAR dataset into {folder.root} "
-            "(first use; cached afterwards)"
-        ),
-        on_wait=lambda: say(f"waiting for another process rendering {folder.root}"),
+    return _ensure(
+        "synth-lidar",
+        "synthetic LiDAR dataset",
+        recipe,
+        lidar_dataset_matches,
+        render_lidar_dataset,
+        cache_dir,
+        verbose,
     )

@@ -38,6 +38,7 @@ from ppkt.data.synth.lidar_scene import prepare_lidar_scene
 from ppkt.data.synth.render import render_frame
 from ppkt.data.synth.rig import CameraRig, lidar_pose_from_camera
 from ppkt.data.synth.scene import RoomConfig, build_scene
+from ppkt.data.synth.writer import dataset_matches, read_dataset_info
 from ppkt.errors import ConfigError, DataError
 
 __all__ = [
@@ -161,24 +162,12 @@ def _render_scene(out_root: Path, index: int, recipe: dict[str, Any]) -> dict[st
 
 def read_lidar_dataset_info(root: str | Path) -> dict[str, Any]:
     """The parsed ``dataset.json`` of a synthesized LiDAR dataset (a :class:`DataError` if absent/other)."""
-    path = Path(root) / "dataset.json"
-    if not path.is_file():
-        raise DataError(f"{path}: missing dataset description (not a finished synthetic LiDAR dataset)")
-    try:
-        info = json.loads(path.read_text())
-    except (ValueError, OSError) as e:
-        raise DataError(f"{path}: corrupt dataset description ({e})") from e
-    if not isinstance(info, dict) or info.get("format") != LIDAR_DATASET_FORMAT or "recipe" not in info:
-        raise DataError(f"{path}: not a {LIDAR_DATASET_FORMAT} dataset description")
-    return info
+    return read_dataset_info(root, LIDAR_DATASET_FORMAT)
 
 
 def lidar_dataset_matches(root: str | Path, recipe: dict[str, Any]) -> bool:
     """Whether ``root`` holds a finished LiDAR dataset rendered from exactly ``recipe``."""
-    try:
-        return bool(read_lidar_dataset_info(root)["recipe"] == jsonable(recipe))
-    except DataError:
-        return False
+    return dataset_matches(root, recipe, LIDAR_DATASET_FORMAT)
 
 
 def render_lidar_dataset(

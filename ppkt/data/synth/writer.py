@@ -136,24 +136,25 @@ def _render_scene(out_root: Path, index: int, recipe: dict[str, Any]) -> dict[st
     return {"name": name, "frames": len(scene.poses), "classes": sorted(classes_seen)}
 
 
-def read_dataset_info(root: str | Path) -> dict[str, Any]:
-    """The parsed ``dataset.json`` of a synthesized dataset (raises :class:`DataError` if absent/corrupt)."""
+def read_dataset_info(root: str | Path, fmt: str = DATASET_FORMAT) -> dict[str, Any]:
+    """The parsed ``dataset.json`` of a synthesized dataset of format ``fmt`` (RGB-D rooms by default; the
+    LiDAR rig datasets pass theirs) — a :class:`DataError` if absent, corrupt or of another format."""
     path = Path(root) / "dataset.json"
     if not path.is_file():
-        raise DataError(f"{path}: missing dataset description (not a finished synthetic dataset)")
+        raise DataError(f"{path}: missing dataset description (not a finished {fmt} dataset)")
     try:
         info = json.loads(path.read_text())
     except (ValueError, OSError) as e:
         raise DataError(f"{path}: corrupt dataset description ({e})") from e
-    if not isinstance(info, dict) or info.get("format") != DATASET_FORMAT or "recipe" not in info:
-        raise DataError(f"{path}: not a {DATASET_FORMAT} dataset description")
+    if not isinstance(info, dict) or info.get("format") != fmt or "recipe" not in info:
+        raise DataError(f"{path}: not a {fmt} dataset description")
     return info
 
 
-def dataset_matches(root: str | Path, recipe: dict[str, Any]) -> bool:
-    """Whether ``root`` holds a finished dataset rendered from exactly ``recipe`` (:func:`make_recipe`)."""
+def dataset_matches(root: str | Path, recipe: dict[str, Any], fmt: str = DATASET_FORMAT) -> bool:
+    """Whether ``root`` holds a finished dataset of format ``fmt`` rendered from exactly ``recipe``."""
     try:
-        return bool(read_dataset_info(root)["recipe"] == jsonable(recipe))
+        return bool(read_dataset_info(root, fmt)["recipe"] == jsonable(recipe))
     except DataError:
         return False
 
