@@ -75,7 +75,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
         if args.config is not None or args.overrides:
             raise ConfigError("evaluate --task retrieval takes no --config or key=value overrides")
-        run_retrieval_eval(args.ckpt, args.data, args.out, args.layout, args.points, args.frames)
+        run_retrieval_eval(
+            args.ckpt, args.data, args.out, args.layout, args.points, args.frames, args.pairing
+        )
         return
     from ppkt.pipelines.finetune import run_evaluate
 
@@ -212,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"], help="segmentation")
     p.add_argument("--layout", help="retrieval: data.layout of --data (default: the checkpoint's)")
+    p.add_argument(
+        "--pairing",
+        choices=["frame", "window", "scene"],
+        help="retrieval: score samples of this data.pairing.mode (default: the checkpoint's)",
+    )
     p.add_argument("--points", type=int, help="retrieval: points per frame (default: eval.retrieval_points)")
     p.add_argument("--frames", type=int, help="retrieval: frames (default: eval.retrieval_frames)")
     p.add_argument("--out", default="runs/evaluate", help="folder for metrics.json")

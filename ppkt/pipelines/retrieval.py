@@ -31,6 +31,7 @@ def run_retrieval_eval(
     layout: str | None = None,
     num_points: int | None = None,
     num_frames: int | None = None,
+    pairing: str | None = None,
 ) -> dict[str, Any]:
     """``ppkt evaluate --task retrieval``: the pretext retrieval of a pretraining checkpoint.
 
@@ -38,7 +39,9 @@ def run_retrieval_eval(
     frame of it is a candidate (evenly subsampled to ``eval.retrieval_frames``); without, the checkpoint's
     own held-out frames. The same frames and points are scored with the trained networks and with an
     untrained student and UPL built from the same config and seed, and so is the view consistency of both
-    students (:mod:`ppkt.training.view_consistency`). Writes ``<out>/metrics.json``.
+    students (:mod:`ppkt.training.view_consistency`). ``pairing`` (``frame`` / ``window`` / ``scene``)
+    scores samples of that kind instead of the checkpoint's ``data.pairing.mode`` — e.g. ``frame`` to compare
+    checkpoints pretrained with different pairings on the same single frames. Writes ``<out>/metrics.json``.
     """
     if num_points is not None and num_points < 2:
         raise ConfigError(f"--points must be >= 2 (points scored per frame), got {num_points}")
@@ -49,6 +52,10 @@ def run_retrieval_eval(
     module = load_run_checkpoint(PPKTPretrainModule, path, "pretrain")
     cfg = module.cfg
     cfg.teacher.cache = False
+    if pairing is not None:
+        if pairing not in ("frame", "window", "scene"):
+            raise ConfigError(f"--pairing: {pairing!r} is not one of ['frame', 'window', 'scene']")
+        cfg.data.pairing.mode = pairing  # type: ignore[assignment]
     n_points = cfg.eval.retrieval_points if num_points is None else num_points
     n_frames = cfg.eval.retrieval_frames if num_frames is None else num_frames
     if data not in (None, "synthetic"):
@@ -82,6 +89,7 @@ def run_retrieval_eval(
         "data": str(root),
         "layout": cfg.data.layout,
         "frames_used": which,
+        "pairing": cfg.data.pairing.mode,
         "retrieval_top1": trained.top1,
         "retrieval_top1_random_init": random_init.top1,
         "retrieval_chance": trained.chance,
