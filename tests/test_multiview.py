@@ -117,6 +117,7 @@ def test_scene_level_pretraining_runs_end_to_end(tiny_synth: Path, tmp_path: Pat
     # the same checkpoint scored on single frames (to compare pairings on the same samples)
     ev = tmp_path / "eval"
     ckpt = str(out / "checkpoints/last.ckpt")
-    assert main(["evaluate", "--task", "retrieval", "--ckpt", ckpt, "--out", str(ev), "--pairing", "frame"]) == 0
+    args = ["evaluate", "--task", "retrieval", "--ckpt", ckpt, "--out", str(ev), "--pairing", "frame"]
+    assert main(args) == 0
     r = json.loads((ev / "metrics.json").read_text())
     assert r["pairing"] == "frame" and r["retrieval_frames"] == 2  # eval.retrieval_frames=2 single frames
