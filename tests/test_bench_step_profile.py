@@ -45,7 +45,12 @@ def test_step_profile_tiny(tiny_synth: Path, tmp_path: Path) -> None:
     ctx = BenchContext(torch.device("cpu"), threads=1, sizes=SIZES["tiny"], log=lambda _: None)
     res = case_step_profile(ctx, pretrain_cfg=pre, finetune_cfg=ft)
 
-    assert set(res) == {"machine", "threads", "pretrain", "pretrain_scene", "finetune", "kernels"}
+    parts = {"machine", "threads", "pretrain", "pretrain_scene", "finetune", "kernels"}
+    assert parts <= set(res)
+    # the key figures, also at the top level (the printed table)
+    assert res["pretrain_student_share"] == res["pretrain"]["student_share"]
+    assert res["finetune_bf16_speedup"] == res["finetune"]["precision"]["bf16_speedup"]
+    assert "pretrain_scene_bf16_speedup" not in res
     assert isinstance(res["machine"]["amx_bf16"], bool) and isinstance(res["machine"]["avx512_bf16"], bool)
     for name in ("pretrain", "pretrain_scene"):
         _check_parts(res[name], PRETRAIN_PARTS)
@@ -58,5 +63,6 @@ def test_step_profile_tiny(tiny_synth: Path, tmp_path: Path) -> None:
     _check_precision(res["finetune"]["precision"])
     assert "precision" not in res["pretrain_scene"]
     k = res["kernels"]
-    for key in ("matmul_fp32_gflops", "matmul_bf16_gflops", "matmul_bf16_speedup", "index_add_bf16_speedup"):
+    keys = ("matmul_fp32_gflops", "matmul_bf16_gflops", "matmul_bf16_speedup", "index_add_bf16_speedup")
+    for key in (*keys, "conv_mm_new_bf16_speedup", "conv_mm_same_bf16_speedup"):
         assert math.isfinite(k[key]) and k[key] > 0

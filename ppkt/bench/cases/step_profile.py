@@ -50,6 +50,9 @@ from ppkt.bench.timing import num_threads, summarize, synchronize
 PRETRAIN_PARTS = ("data", "kmap", "student", "teacher_upl", "loss", "optimizer")
 FINETUNE_PARTS = ("data", "kmap", "student", "loss", "optimizer")
 
+#: the products of :func:`_conv_mms`: a deep level's per-offset gather of the default student
+CONV_MM_ROWS, CONV_MM_CHANNELS = 2000, 32
+
 MapKey = tuple[str, int, int, int, int]
 
 
@@ -424,8 +427,9 @@ def cpu_flags() -> dict[str, Any]:
 
 
 def kernel_precisions(ctx: BenchContext) -> dict[str, Any]:
-    """One ``n × n`` ``mm`` and one ``index_add_`` (4 rows scattered per output row, 64 channels) in
-    bfloat16 vs float32, at 1 thread on the CPU (the configured threads on CUDA)."""
+    """One ``n × n`` ``mm``, one ``index_add_`` (4 rows scattered per output row, 64 channels) and one
+    sparse conv's 27 narrow products (:func:`_conv_mms`, of new shapes and of one shape) in bfloat16 vs
+    float32, at 1 thread on the CPU (the configured threads on CUDA)."""
     n = ctx.sizes.matmul_n
     rows = ctx.sizes.layer_voxels[-1]
     ch = 64
@@ -435,6 +439,8 @@ def kernel_precisions(ctx: BenchContext) -> dict[str, Any]:
         "index_add_rows": rows,
         "index_add_sources": 4 * rows,
         "channels": ch,
+        "conv_mm_rows": CONV_MM_ROWS,
+        "conv_mm_channels": CONV_MM_CHANNELS,
     }
     with num_threads(None if ctx.cuda else 1):
         for dt, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
@@ -447,9 +453,34 @@ def kernel_precisions(ctx: BenchContext) -> dict[str, Any]:
             index = torch.randint(0, rows, (4 * rows,), generator=g).to(ctx.device)
             out = torch.zeros(rows, ch, device=ctx.device, dtype=dt)
             res[f"index_add_{name}"] = ctx.time(functools.partial(out.index_add_, 0, index, src))
+            for new_shapes, kind in ((True, "new"), (False, "same")):
+                fn = _conv_mms(CONV_MM_ROWS, CONV_MM_CHANNELS, dt, ctx.device, new_shapes)
+                res[f"conv_mm_{kind}_{name}"] = ctx.time(fn)
     res["matmul_bf16_speedup"] = res["matmul_fp32"]["median_s"] / res["matmul_bf16"]["median_s"]
+    for kind in ("new", "same"):
+        t32, t16 = res[f"conv_mm_{kind}_fp32"], res[f"conv_mm_{kind}_bf16"]
+        res[f"conv_mm_{kind}_bf16_speedup"] = t32["median_s"] / t16["median_s"]
     res["index_add_bf16_speedup"] = res["index_add_fp32"]["median_s"] / res["index_add_bf16"]["median_s"]
     return res
+
+
+def _conv_mms(
+    rows: int, ch: int, dtype: torch.dtype, device: torch.device, new_shapes: bool
+) -> Callable[[], None]:
+    """27 narrow ``[m, ch] @ [ch, ch]`` products, one per kernel offset of a sparse conv. ``new_shapes``:
+    each with a row count ``m`` not seen before in the run, as in training, where every batch has other
+    voxel counts (oneDNN, which runs CPU bfloat16 products, builds a kernel for every new shape); else all
+    of ``rows`` rows."""
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(2 * rows, ch, generator=g).to(device, dtype)
+    w = torch.randn(ch, ch, generator=g).to(device, dtype)
+    seen = iter(range(1, rows))
+
+    def run() -> None:
+        for _ in range(27):
+            a[: rows + (next(seen) if new_shapes else 0)] @ w
+
+    return run
 
 
 def case_step_profile(
@@ -473,4 +504,23 @@ def case_step_profile(
     res["pretrain_scene"] = profile_pretrain(ctx, scene, min(bs, 2), precision=False)
     res["finetune"] = profile_finetune(ctx, ft, precision=True)
     res["kernels"] = kernel_precisions(ctx)
-    return res
+    return {**summary(res), **res}
+
+
+def summary(res: dict[str, Any]) -> dict[str, Any]:
+    """The key figures at the top level, for the printed table: each step's median and its parts' shares,
+    the bf16 step speed-ups."""
+    out: dict[str, Any] = {}
+    for name, parts in (
+        ("pretrain", PRETRAIN_PARTS),
+        ("pretrain_scene", PRETRAIN_PARTS),
+        ("finetune", FINETUNE_PARTS),
+    ):
+        prof = res[name]
+        if "step" not in prof:
+            continue
+        out[f"{name}_step"] = prof["step"]
+        out.update({f"{name}_{p}_share": prof[f"{p}_share"] for p in parts})
+        if "precision" in prof:
+            out[f"{name}_bf16_speedup"] = prof["precision"]["bf16_speedup"]
+    return out
