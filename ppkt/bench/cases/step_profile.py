@@ -180,6 +180,36 @@ def pretrain_frame_refs(cfg: Any, samples: int) -> list[Any]:
     return [f for refs in scenes[::step][:need] for f in refs]
 
 
+def pretrain_backward(
+    module: Any, batch: Any, keys: list[MapKey], generator: torch.Generator, clock: PartClock
+) -> Tensor:
+    """The pretraining loss of ``batch`` and its gradients, computed part by part and timed on ``clock``
+    (its current step): the same loss and gradients as ``module(batch, generator)["loss"].backward()``
+    (per-pixel pairs; the maps ``keys`` are built first, into the input's cache)."""
+    spaces = module.loss.spaces
+    dev = batch.pair_voxel.device
+    with clock.part("loss"):
+        idx = module.loss.sample(batch.pair_voxel.shape[0], dev, generator)
+    with clock.part("kmap"):
+        x = with_maps(batch.feats, batch.coords, keys)
+    with clock.part("student"):
+        feats = module.student(x)[batch.pair_voxel[idx]]
+    with clock.part("teacher_upl"):
+        maps = module.teacher_features(batch)
+        image, uv = batch.pair_image[idx], batch.pair_uv[idx]
+        pix = {sp: module.pixel_embeddings(maps, batch.image_size, image, uv, sp) for sp in spaces}
+    f_leaf, p_leaf = cut(feats), {sp: cut(p) for sp, p in pix.items()}
+    with clock.part("loss"):
+        loss = module.loss({sp: (module.project(f_leaf, sp), p_leaf[sp]) for sp in spaces})["loss"]
+        loss.backward()
+    with clock.part("teacher_upl"):
+        for sp in spaces:
+            pass_back(pix[sp], p_leaf[sp])
+    with clock.part("student"):
+        pass_back(feats, f_leaf)
+    return loss.detach()
+
+
 def profile_pretrain(ctx: BenchContext, cfg: Any, batch_size: int, precision: bool) -> dict[str, Any]:
     from ppkt.pipelines.cache_features import fill_feature_cache
     from ppkt.training.data import make_loader, num_input_features
@@ -205,7 +235,6 @@ def profile_pretrain(ctx: BenchContext, cfg: Any, batch_size: int, precision: bo
         cache, fill = fill_feature_cache(cfg, frames, teacher=teacher, verbose=False)
     loader = make_loader(cfg.data, frames, batch_size, True, num_workers=0, feature_cache=cache, seed=0)
     batches = iter(loader)
-    spaces = module.loss.spaces
     clock = PartClock(PRETRAIN_PARTS, dev)
     kept: list[Any] = []
     keys: list[MapKey] | None = None
@@ -223,25 +252,7 @@ def profile_pretrain(ctx: BenchContext, cfg: Any, batch_size: int, precision: bo
         kept.append(batch)
         if keys is None:
             keys = map_keys(module.student, batch.feats, batch.coords)
-        with clock.part("loss"):
-            idx = module.loss.sample(batch.pair_voxel.shape[0], dev, gen.manual_seed(i))
-        with clock.part("kmap"):
-            x = with_maps(batch.feats, batch.coords, keys)
-        with clock.part("student"):
-            feats = module.student(x)[batch.pair_voxel[idx]]
-        with clock.part("teacher_upl"):
-            maps = module.teacher_features(batch)
-            image, uv = batch.pair_image[idx], batch.pair_uv[idx]
-            pix = {sp: module.pixel_embeddings(maps, batch.image_size, image, uv, sp) for sp in spaces}
-        f_leaf, p_leaf = cut(feats), {sp: cut(p) for sp, p in pix.items()}
-        with clock.part("loss"):
-            out = module.loss({sp: (module.project(f_leaf, sp), p_leaf[sp]) for sp in spaces})
-            out["loss"].backward()
-        with clock.part("teacher_upl"):
-            for sp in spaces:
-                pass_back(pix[sp], p_leaf[sp])
-        with clock.part("student"):
-            pass_back(feats, f_leaf)
+        pretrain_backward(module, batch, keys, gen.manual_seed(i), clock)
         with clock.part("optimizer"):
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -295,6 +306,29 @@ def profile_pretrain(ctx: BenchContext, cfg: Any, batch_size: int, precision: bo
 
 
 # ---------------------------------------------------------------------- fine-tuning
+def finetune_backward(
+    module: Any,
+    batch: Any,
+    target: Tensor,
+    keys: list[MapKey],
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    clock: PartClock,
+) -> Tensor:
+    """The fine-tuning loss ``loss_fn(logits, target)`` of ``batch`` and its gradients, part by part, timed
+    on ``clock``: the same as ``loss_fn(module.head(module.student(x)), target).backward()``."""
+    with clock.part("kmap"):
+        x = with_maps(batch.feats, batch.coords, keys)
+    with clock.part("student"):
+        feats = module.student(x)
+    f_leaf = cut(feats)
+    with clock.part("loss"):
+        loss = loss_fn(module.head(f_leaf), target)
+        loss.backward()
+    with clock.part("student"):
+        pass_back(feats, f_leaf)
+    return loss.detach()
+
+
 def profile_finetune(ctx: BenchContext, cfg: Any, precision: bool) -> dict[str, Any]:
     from ppkt.config import to_dict
     from ppkt.data.segmentation import voxel_labels
@@ -350,15 +384,7 @@ def profile_finetune(ctx: BenchContext, cfg: Any, precision: bool) -> dict[str, 
         with clock.part("loss"):
             target = voxel_labels(batch.inverse, batch.labels, batch.coords.shape[0], nc, IGNORE)
         kept.append((batch, target))
-        with clock.part("kmap"):
-            x = with_maps(batch.feats, batch.coords, keys)
-        with clock.part("student"):
-            feats = module.student(x)
-        f_leaf = cut(feats)
-        with clock.part("loss"):
-            loss_fn(module.head(f_leaf), target).backward()
-        with clock.part("student"):
-            pass_back(feats, f_leaf)
+        finetune_backward(module, batch, target, keys, loss_fn, clock)
         with clock.part("optimizer"):
             opt.step()
             opt.zero_grad(set_to_none=True)
