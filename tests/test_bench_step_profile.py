@@ -5,6 +5,7 @@ bf16 loss stays close to the float32 one (no speed assertions)."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,6 +26,7 @@ from ppkt.bench.cases.step_profile import (
 )
 from ppkt.bench.context import SIZES, BenchContext
 from ppkt.bench.inputs import load_pretrain_batches, surface_cloud
+from ppkt.bench.runner import _jsonable, format_table
 from ppkt.config import FinetuneConfig, PretrainConfig, load_config, to_dict
 from ppkt.sparse import SparseTensor
 from ppkt.training.data import num_input_features
@@ -40,6 +42,7 @@ def _check_parts(res: dict[str, Any], parts: tuple[str, ...]) -> None:
     assert res["steps"] >= 1 and res["step"]["median_s"] > 0
     for p in parts:
         assert math.isfinite(res[p]["median_s"]) and res[p]["median_s"] >= 0
+        assert res[p]["n"] == res["steps"] and res[p]["threads"] == 1
     # the parts that do work take time
     for p in ("data", "kmap", "student", "loss", "optimizer"):
         assert res[p]["median_s"] > 0
@@ -56,6 +59,7 @@ def _check_precision(p: dict[str, Any]) -> None:
 
 
 def test_step_profile_tiny(tiny_synth: Path, tmp_path: Path) -> None:
+    """The case on the tiny dataset, and its figures through the bench's table and JSON."""
     common = [f"data.root={tiny_synth}", f"data.cache_dir={tmp_path / 'cache'}"]
     pre = load_config(PretrainConfig, None, [*common, *TINY_PRETRAIN])
     ft = load_config(FinetuneConfig, None, [*common, *TINY_FINETUNE])
@@ -68,6 +72,11 @@ def test_step_profile_tiny(tiny_synth: Path, tmp_path: Path) -> None:
     assert res["pretrain_student_share"] == res["pretrain"]["student_share"]
     assert res["finetune_bf16_speedup"] == res["finetune"]["precision"]["bf16_speedup"]
     assert "pretrain_scene_bf16_speedup" not in res
+    table = format_table(
+        {"date": "-", "device": "cpu", "torch": "-", "threads": 1, "cases": {"step_profile": res}}
+    )
+    assert "pretrain_student_share" in table and "finetune_step" in table
+    json.dumps(_jsonable(res))
     assert isinstance(res["machine"]["amx_bf16"], bool) and isinstance(res["machine"]["avx512_bf16"], bool)
     for name in ("pretrain", "pretrain_scene"):
         _check_parts(res[name], PRETRAIN_PARTS)

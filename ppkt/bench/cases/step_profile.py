@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import functools
 import math
-import statistics
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -64,25 +63,31 @@ class PartClock:
         self.parts = parts
         self.device = device
         self.steps: list[dict[str, float]] = []
+        self.threads = torch.get_num_threads()
 
     def new_step(self) -> None:
         self.steps.append(dict.fromkeys(self.parts, 0.0))
+        self.threads = torch.get_num_threads()  # the steps' thread count
 
     def part(self, name: str) -> _Part:
         return _Part(self, name)
 
     def summary(self) -> dict[str, Any]:
-        """``{part: {median_s}, part_share, step: {median_s, …}}`` over the recorded steps."""
+        """``{part: timing, part_share, step: timing}`` over the recorded steps (timings as
+        :func:`~ppkt.bench.timing.time_fn` gives them)."""
         steps = self.steps
         totals = [sum(s.values()) for s in steps]
         out: dict[str, Any] = {"steps": len(steps)}
         grand = sum(totals)
         for p in self.parts:
             vals = [s[p] for s in steps]
-            out[p] = {"median_s": statistics.median(vals)}
+            out[p] = self.timing(vals)
             out[f"{p}_share"] = sum(vals) / grand if grand > 0 else float("nan")
-        out["step"] = summarize(totals)
+        out["step"] = self.timing(totals)
         return out
+
+    def timing(self, times: list[float]) -> dict[str, Any]:
+        return {**summarize(times), "threads": self.threads, "device": str(self.device)}
 
 
 class _Part(AbstractContextManager["_Part"]):
