@@ -18,6 +18,7 @@ from ppkt.bench.cases.gemm_efficiency import case_gemm_efficiency
 from ppkt.bench.cases.memory import case_memory
 from ppkt.bench.cases.pretrain_throughput import case_pretrain_throughput
 from ppkt.bench.cases.sparse_conv_layer import case_sparse_conv_layer
+from ppkt.bench.cases.step_profile import case_step_profile
 from ppkt.bench.cases.unet_step import case_unet_step
 from ppkt.bench.context import BenchContext
 
@@ -33,6 +34,7 @@ CASES: dict[str, Case] = {
     "pretrain_throughput": case_pretrain_throughput,
     "memory": case_memory,
     "contention": case_contention,
+    "step_profile": case_step_profile,
 }
 
 __all__ = ["CASES", "Case"]
