@@ -27,7 +27,7 @@ from ppkt.geometry import (
     project_points,
     visible_points,
 )
-from ppkt.geometry.voxelize import first_by_priority
+from ppkt.geometry.voxelize import first_by_priority, pack_keys
 
 
 def frame_to_sample(frame: Frame, *, min_depth: float = 0.0, max_depth: float = float("inf")) -> PairedSample:
@@ -190,7 +190,7 @@ def scan_to_sample(
 
 def _voxel_mean(xyz: Tensor, rgb: Tensor, voxel_size: float) -> tuple[Tensor, Tensor]:
     """One point per ``voxel_size`` voxel: the mean position and colour of its points."""
-    _, inverse = torch.unique(torch.floor(xyz / voxel_size).long(), dim=0, return_inverse=True)
+    _, inverse = torch.unique(pack_keys(torch.floor(xyz / voxel_size).long()), return_inverse=True)
     n = int(inverse.max()) + 1
     count = torch.zeros(n, dtype=xyz.dtype).index_add_(0, inverse, torch.ones_like(xyz[:, 0]))[:, None]
     mean_xyz = torch.zeros(n, 3, dtype=xyz.dtype).index_add_(0, inverse, xyz) / count
