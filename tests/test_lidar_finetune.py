@@ -100,7 +100,9 @@ def test_limited_labels_pick_scans_or_points_per_scan(rig: Path) -> None:
 def test_max_range_and_max_points_bound_training_scans_only(rig: Path) -> None:
     cfg = _rig_cfg(rig, max_points=300, max_range=3.0)
     splits = load_scene_splits(cfg, verbose=False)
-    loader = train_loader(cfg, splits.train, steps=1, batch_size=1, label_mode="scenes", label_fraction=1.0, seed=0)
+    loader = train_loader(
+        cfg, splits.train, steps=1, batch_size=1, label_mode="scenes", label_fraction=1.0, seed=0
+    )
     (b,) = list(loader)
     assert b.points.shape[0] <= 300 and float(b.points[:, :2].norm(dim=1).max()) <= 3.0 + 1e-5
     full = next(iter(eval_loader(cfg, splits.test)))
@@ -126,9 +128,9 @@ def test_ppkt_finetune_and_evaluate_on_lidar_scans(rig: Path, tmp_path: Path) ->
 
 
 def test_rgbd_only_keys_and_unsupported_layouts_are_config_errors(rig: Path) -> None:
-    with pytest.raises(ConfigError, match="data.split"):
+    with pytest.raises(ConfigError, match=r"data\.split"):
         load_scene_splits(_rig_cfg(rig, split="official"), verbose=False)
-    with pytest.raises(ConfigError, match="data.train_subset"):
+    with pytest.raises(ConfigError, match=r"data\.train_subset"):
         load_scene_splits(_rig_cfg(rig, train_subset="one_percent"), verbose=False)
 
 
@@ -143,7 +145,9 @@ def test_semantickitti_1pct_config_picks_every_100th_training_scan(tmp_path: Pat
     splits = load_scene_splits(cfg.data, verbose=False)
     # sorted training list: 00/000000 … 00/000149, 01/000000 … → every 100th from the first
     assert [s.name for s in splits.train] == ["00/000000", "00/000100", "01/000050"]
-    expected = semantickitti.one_percent([("00", f"{i:06d}") for i in range(150)] + [("01", f"{i:06d}") for i in range(60)])
+    expected = semantickitti.one_percent(
+        [("00", f"{i:06d}") for i in range(150)] + [("01", f"{i:06d}") for i in range(60)]
+    )
     assert [s.name for s in splits.train] == [f"{a}/{b}" for a, b in expected]
     assert [s.name for s in splits.test] == ["08/000000", "08/000001", "08/000002"]
     assert splits.num_classes == 19 and splits.class_names[0] == "car"
@@ -153,13 +157,17 @@ def test_nuscenes_1pct_config_picks_every_100th_training_scene(tmp_path: Path) -
     train = sorted(nuscenes.TRAIN_SCENES)[:200]
     scenes = {name: 1 for name in train[:2]} | {"scene-0003": 2} | {name: 1 for name in train[2:]}
     write_nuscenes(tmp_path / "nus", scenes, version="v1.0-trainval")
-    cfg = load_config(FinetuneConfig, CONFIGS / "nuscenes_1pct_finetune.yaml", [f"data.root={tmp_path / 'nus'}"])
+    cfg = load_config(
+        FinetuneConfig, CONFIGS / "nuscenes_1pct_finetune.yaml", [f"data.root={tmp_path / 'nus'}"]
+    )
     assert (cfg.optim.name, cfg.optim.lr, cfg.optim.head_lr, cfg.loss) == ("sgd", 0.02, 2.0, "ce+lovasz")
     splits = load_scene_splits(cfg.data, verbose=False)
     assert [s.sequence for s in splits.train] == [train[99], train[199]]  # the 100th and 200th
     assert [s.sequence for s in splits.test] == ["scene-0003", "scene-0003"]  # a validation scene
     assert splits.num_classes == 16
-    probe = load_config(FinetuneConfig, CONFIGS / "nuscenes_linear_probe.yaml", [f"data.root={tmp_path / 'nus'}"])
+    probe = load_config(
+        FinetuneConfig, CONFIGS / "nuscenes_linear_probe.yaml", [f"data.root={tmp_path / 'nus'}"]
+    )
     assert probe.probe and probe.data.train_subset == "all" and probe.optim.head_lr == 0.05
     assert len(load_scene_splits(probe.data, verbose=False).train) == 200
 
@@ -167,7 +175,9 @@ def test_nuscenes_1pct_config_picks_every_100th_training_scene(tmp_path: Path) -
 @pytest.mark.real_data
 def test_the_real_semantickitti_scan_is_a_segmentation_sample(shared_data: Path) -> None:
     root = shared_data / "semantickitti"
-    cfg = SegDataConfig(root=str(root), layout="semantickitti", split="all", voxel="cylindrical", voxel_size=0.1)
+    cfg = SegDataConfig(
+        root=str(root), layout="semantickitti", split="all", voxel="cylindrical", voxel_size=0.1
+    )
     cfg.features = ["intensity"]
     splits = load_scene_splits(cfg, verbose=False)
     assert [s.name for s in splits.test] == ["00/000000"] and splits.num_classes == 19
@@ -177,3 +187,29 @@ def test_the_real_semantickitti_scan_is_a_segmentation_sample(shared_data: Path)
     assert int((s.labels < 0).sum()) == 4886 and counts[0] == 4234 and counts[8] == 35281  # car, road
     v = seg_transform(cfg, train=False)(s)
     assert v.coords is not None and 0 < v.coords.shape[0] < 124_668
+
+
+def test_occlusion_keys_reach_the_lidar_pairing(rig: Path) -> None:
+    from ppkt.config import PretrainConfig
+    from ppkt.data.frame_dataset import FrameDataset
+    from ppkt.data.pairing import scan_to_sample
+    from ppkt.data.types import FrameRef
+    from ppkt.training.data import occlusion_args
+
+    source = open_scans(rig, "rig")[0]
+    scan = source.read(0)
+    loose = load_config(PretrainConfig, None, ["data.occlusion_tolerance=1000", "data.occlusion_window=1"])
+    pairs = {}
+    for name, cfg in (("default", PretrainConfig()), ("loose", loose)):
+        ds = FrameDataset(
+            [FrameRef(source, 0)], lambda s: s, min_depth=0.3, occlusion=occlusion_args(cfg.data)
+        )
+        sample = ds[0]
+        assert sample is not None
+        pairs[name] = int(sample.pair_point.numel())
+    expected = scan_to_sample(
+        scan, min_depth=0.3, multi_camera="all", occlusion_tolerance=1000, occlusion_window=1
+    )
+    assert pairs["loose"] == int(expected.pair_point.numel()) >= pairs["default"] > 0
+    with pytest.raises(ConfigError, match=r"data\.occlusion_window"):
+        load_config(PretrainConfig, None, ["data.occlusion_window=2"])

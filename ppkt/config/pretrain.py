@@ -116,6 +116,12 @@ class DataConfig(SourceConfig):
     skip_bad: bool = False
     #: LiDAR frames: a point seen by several cameras is paired with all of them, the nearest, or a random one
     multi_camera: Literal["all", "nearest", "random"] = "all"
+    #: LiDAR frames' z-buffer visibility test (ppkt.data.pairing.scan_to_sample): a point farther than the
+    #: nearest return within occlusion_window × occlusion_window pixels of its own by more than
+    #: occlusion_tolerance + occlusion_relative · that depth (metres) is hidden from the camera
+    occlusion_tolerance: float = 0.2
+    occlusion_relative: float = 0.05
+    occlusion_window: int = 3
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     pairing: PairingConfig = field(default_factory=PairingConfig)
 
@@ -127,6 +133,13 @@ class DataConfig(SourceConfig):
             raise ConfigError(
                 f"config key '{key(prefix, 'image_size')}': must be [H, W] >= 8 pixels, "
                 f"got {list(self.image_size)}"
+            )
+        checks.at_least(prefix, "occlusion_tolerance", self.occlusion_tolerance, 0)
+        checks.at_least(prefix, "occlusion_relative", self.occlusion_relative, 0)
+        if self.occlusion_window < 1 or self.occlusion_window % 2 == 0:
+            raise ConfigError(
+                f"config key '{key(prefix, 'occlusion_window')}': must be an odd number of pixels >= 1, "
+                f"got {self.occlusion_window}"
             )
         aug = key(prefix, "augment")
         checks.unit(aug, "flip", self.augment.flip)

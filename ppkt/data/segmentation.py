@@ -191,7 +191,7 @@ class SceneSegmentationDataset(Dataset[PointSample]):
         self.labels: Sequence[Tensor] = _KeptLabels(self)
 
     def kept_labels(self, name: str, label: np.ndarray) -> Tensor:
-        """Scene ``name``'s labels ``[N]`` int64 (class − 1) with the withheld ones set to ``ignore_index``."""
+        """Scene ``name``'s labels ``[N]`` int64 (class − 1), the withheld ones set to ``ignore_index``."""
         lab = torch.from_numpy(label.astype(np.int64)) - 1
         keep_mask = label > 0
         if self.label_mode == "points":

@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader, RandomSampler
 from ppkt.config.finetune import SegDataConfig
 from ppkt.data.fusion import load_or_fuse
 from ppkt.data.readers import is_lidar_layout, open_scans, open_scenes
-from ppkt.data.scan_segmentation import labelled_scans, layout_classes, official_split, one_percent_scans
 from ppkt.data.sample import collate_points
+from ppkt.data.scan_segmentation import labelled_scans, layout_classes, official_split, one_percent_scans
 from ppkt.data.segmentation import SceneSegmentationDataset
 from ppkt.data.splits import split_by_order
 from ppkt.data.transforms import (
@@ -107,10 +107,11 @@ def load_scene_splits(cfg: SegDataConfig, verbose: bool = True) -> SceneSplits:
 
 
 def load_scan_splits(cfg: SegDataConfig, root: Path) -> SceneSplits:
-    """LiDAR segmentation: every labelled scan is one sample (:class:`~ppkt.data.scan_segmentation.LabelledScan`,
-    read when used). Whole sequences / scenes go to one split (``data.split``: ``order`` over the sequences
-    as for RGB-D scenes, ``all``, or ``official``); ``data.train_subset: one_percent`` keeps the training scans
-    of the protocol's 1 % split; the classes are the layout's (:func:`~ppkt.data.scan_segmentation.layout_classes`)."""
+    """LiDAR segmentation: every labelled scan is one sample
+    (:class:`~ppkt.data.scan_segmentation.LabelledScan`, read when used). Whole sequences / scenes go to one
+    split (``data.split``: ``order`` over the sequences as for RGB-D scenes, ``all``, or ``official``);
+    ``data.train_subset: one_percent`` keeps the training scans of the protocol's 1 % split; the classes are
+    the layout's (:func:`~ppkt.data.scan_segmentation.layout_classes`)."""
     sources: list[ScanSource] = select_scenes(open_scans(root, cfg.layout), cfg.scenes, root)
     num_classes, names = layout_classes(cfg.layout, sources)
     if num_classes < 2:
