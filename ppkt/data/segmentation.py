@@ -252,7 +252,8 @@ def scene_arrays(scene: FusedScene) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     :class:`~ppkt.data.scan_segmentation.LabelledScan`'s (read from its files, with intensities)."""
     read = getattr(scene, "arrays", None)
     if read is not None:
-        return read()  # type: ignore[no-any-return]
+        arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None] = read()
+        return arrays
     return scene.xyz, scene.rgb, scene.label, None
 
 
