@@ -213,3 +213,20 @@ def test_occlusion_keys_reach_the_lidar_pairing(rig: Path) -> None:
     assert pairs["loose"] == int(expected.pair_point.numel()) >= pairs["default"] > 0
     with pytest.raises(ConfigError, match=r"data\.occlusion_window"):
         load_config(PretrainConfig, None, ["data.occlusion_window=2"])
+
+
+def test_the_lidar_demo_config_runs_one_percent_and_the_probe_on_the_pretraining_sweeps() -> None:
+    from ppkt.config.demo import DemoConfig
+    from ppkt.pipelines.demo import align_finetune_data, demo_jobs
+
+    cfg = load_config(DemoConfig, CONFIGS / "lidar_demo.yaml")
+    align_finetune_data(cfg)
+    f = cfg.finetune.data
+    assert (f.layout, f.voxel, f.features, f.test) == ("rig", "cylindrical", ["intensity", "elevation"], 0.25)
+    jobs = dict(demo_jobs(cfg, Path("pre.ckpt")))
+    assert len(jobs) == 3 * 2 * 2  # (1 %, probe) × 2 inits × 3 seeds
+    one = jobs["finetune-pretrained-labels0.01-seed2"]
+    assert (one.labels_mode, one.labels, one.probe, one.init) == ("scenes", 0.01, False, "pre.ckpt")
+    probe = jobs["probe-scratch-labels1-seed0"]
+    assert probe.probe and probe.labels == 1.0 and probe.init == "scratch"
+    assert probe.trainer.max_steps == one.trainer.max_steps == 60
