@@ -230,3 +230,18 @@ def test_the_lidar_demo_config_runs_one_percent_and_the_probe_on_the_pretraining
     probe = jobs["probe-scratch-labels1-seed0"]
     assert probe.probe and probe.labels == 1.0 and probe.init == "scratch"
     assert probe.trainer.max_steps == one.trainer.max_steps == 60
+
+
+@pytest.mark.real_data
+def test_the_kitti_object_config_holds_out_the_last_frames_of_each_split(shared_data: Path) -> None:
+    from ppkt.config import PretrainConfig
+    from ppkt.training.data import frame_splits
+
+    root = shared_data / "kitti-object"
+    cfg = load_config(PretrainConfig, CONFIGS / "kitti_object.yaml", [f"data.root={root}"])
+    splits = frame_splits(cfg.data, verbose=False)
+    held = [r.name for r in splits.heldout]
+    assert [r.name for r in splits.train] == [
+        f"{s}/00000{i}" for s in ("testing", "training") for i in (0, 1, 2)
+    ]
+    assert held == [f"{s}/00000{i}" for s in ("testing", "training") for i in (3, 4, 5)]
