@@ -30,7 +30,10 @@ class SegDataConfig(SourceConfig):
     scenes: list[str] | None = None
     #: order: the last ``test`` fraction of the scenes tests, the ``val`` fraction before them validates;
     #: all: every scene trains (with its limited labels) and tests (on all its labels), no validation
-    split: Literal["order", "all"] = "order"
+    #: official: the benchmark's sequence/scene split (LiDAR layouts semantickitti, kitti_odometry, nuscenes)
+    split: Literal["order", "all", "official"] = "order"
+    #: LiDAR: all training scans, or one_percent: those of the SLidR lineage's 1 % split (ppkt.data.protocols)
+    train_subset: Literal["all", "one_percent"] = "all"
     test: float = 0.2
     val: float = 0.1
     augment: SegAugmentConfig = field(default_factory=SegAugmentConfig)

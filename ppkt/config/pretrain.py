@@ -66,9 +66,17 @@ class SourceConfig:
     up_axis: Literal[0, 1, 2] = 2
     features: list[str] = field(default_factory=lambda: ["rgb"])
     num_workers: int = 0
+    #: keep the points within this many metres of the up axis through the origin (the LiDAR); None = all
+    max_range: float | None = None
+    #: keep at most this many points of a frame (a random subset); None = all
+    max_points: int | None = None
 
     def validate(self, prefix: str = "data") -> None:
         checks.positive(prefix, "voxel_size", self.voxel_size)
+        if self.max_range is not None:
+            checks.positive(prefix, "max_range", self.max_range)
+        if self.max_points is not None:
+            checks.at_least(prefix, "max_points", self.max_points, 1)
         checks.at_least(prefix, "frame_skip", self.frame_skip, 1)
         checks.at_least(prefix, "num_workers", self.num_workers, 0)
         checks.features(prefix, self.features)
@@ -108,10 +116,12 @@ class DataConfig(SourceConfig):
     skip_bad: bool = False
     #: LiDAR frames: a point seen by several cameras is paired with all of them, the nearest, or a random one
     multi_camera: Literal["all", "nearest", "random"] = "all"
-    #: keep the points within this many metres of the up axis through the origin (the LiDAR); None = all
-    max_range: float | None = None
-    #: keep at most this many points of a frame (a random subset); None = all
-    max_points: int | None = None
+    #: LiDAR frames' z-buffer visibility test (ppkt.data.pairing.scan_to_sample): a point farther than the
+    #: nearest return within occlusion_window × occlusion_window pixels of its own by more than
+    #: occlusion_tolerance + occlusion_relative · that depth (metres) is hidden from the camera
+    occlusion_tolerance: float = 0.2
+    occlusion_relative: float = 0.05
+    occlusion_window: int = 3
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     pairing: PairingConfig = field(default_factory=PairingConfig)
 
@@ -124,10 +134,13 @@ class DataConfig(SourceConfig):
                 f"config key '{key(prefix, 'image_size')}': must be [H, W] >= 8 pixels, "
                 f"got {list(self.image_size)}"
             )
-        if self.max_range is not None:
-            checks.positive(prefix, "max_range", self.max_range)
-        if self.max_points is not None:
-            checks.at_least(prefix, "max_points", self.max_points, 1)
+        checks.at_least(prefix, "occlusion_tolerance", self.occlusion_tolerance, 0)
+        checks.at_least(prefix, "occlusion_relative", self.occlusion_relative, 0)
+        if self.occlusion_window < 1 or self.occlusion_window % 2 == 0:
+            raise ConfigError(
+                f"config key '{key(prefix, 'occlusion_window')}': must be an odd number of pixels >= 1, "
+                f"got {self.occlusion_window}"
+            )
         aug = key(prefix, "augment")
         checks.unit(aug, "flip", self.augment.flip)
         checks.interval(aug, "crop_scale", self.augment.crop_scale, 0, 1)

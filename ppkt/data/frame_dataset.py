@@ -5,7 +5,7 @@ source's item (an RGB-D :class:`~ppkt.data.types.Frame` or a LiDAR :class:`~ppkt
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,16 +27,36 @@ def source_cameras(source: FrameSource) -> list[str] | None:
     return list(cams) if isinstance(cams, list | tuple) and all(isinstance(c, str) for c in cams) else None
 
 
+#: the keyword arguments of :func:`~ppkt.data.pairing.scan_to_sample`'s occlusion test
+OCCLUSION_KEYS = ("occlusion_tolerance", "occlusion_relative", "occlusion_window")
+
+
+def _occlusion(occlusion: Mapping[str, float] | None) -> dict[str, Any]:
+    given = dict(occlusion or {})
+    unknown = sorted(set(given) - set(OCCLUSION_KEYS))
+    if unknown:
+        raise ValueError(f"occlusion: unknown keys {unknown}; known: {list(OCCLUSION_KEYS)}")
+    if "occlusion_window" in given:
+        given["occlusion_window"] = int(given["occlusion_window"])
+    return given
+
+
 def read_sample(
-    ref: FrameRef, *, min_depth: float = 0.0, max_depth: float = float("inf"), multi_camera: str = "all"
+    ref: FrameRef,
+    *,
+    min_depth: float = 0.0,
+    max_depth: float = float("inf"),
+    multi_camera: str = "all",
+    occlusion: Mapping[str, float] | None = None,
 ) -> PairedSample:
     """Read frame ``ref`` as a paired sample: an RGB-D frame by back-projection (depth in ``[min_depth,
     max_depth]``), a LiDAR scan by projection into its cameras (:func:`~ppkt.data.pairing.scan_to_sample`:
-    camera depth ≥ ``min_depth``, the ``multi_camera`` rule); ``sources`` is ``ref`` for every image. A frame
-    without a point is a :class:`DataError` naming its file."""
+    camera depth ≥ ``min_depth``, the ``multi_camera`` rule, ``occlusion`` = its ``occlusion_tolerance``,
+    ``occlusion_relative``, ``occlusion_window`` arguments, defaults where absent); ``sources`` is ``ref`` for
+    every image. A frame without a point is a :class:`DataError` naming its file."""
     item: Any = ref.folder.read(ref.index)
     if isinstance(item, Scan):
-        sample = scan_to_sample(item, min_depth=min_depth, multi_camera=multi_camera)
+        sample = scan_to_sample(item, min_depth=min_depth, multi_camera=multi_camera, **_occlusion(occlusion))
         if sample.points.shape[0] == 0:
             raise DataError(f"{item.points_path}: the scan has no points")
     else:
@@ -130,6 +150,7 @@ class FrameDataset(Dataset[PairedSample | None]):
         fuse_voxel_size: float | None = None,
         depth_tolerance: float = 0.05,
         multi_camera: str = "all",
+        occlusion: Mapping[str, float] | None = None,
     ) -> None:
         if multi_camera not in MULTI_CAMERA_RULES:
             raise ValueError(f"multi_camera must be one of {list(MULTI_CAMERA_RULES)}, got {multi_camera!r}")
@@ -140,6 +161,7 @@ class FrameDataset(Dataset[PairedSample | None]):
         self.skip_bad = skip_bad
         self.fuse_voxel_size, self.depth_tolerance = fuse_voxel_size, depth_tolerance
         self.multi_camera = multi_camera
+        self.occlusion = _occlusion(occlusion)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -163,7 +185,9 @@ class FrameDataset(Dataset[PairedSample | None]):
 
     def _scan(self, ref: FrameRef) -> PairedSample | None:
         try:
-            return read_sample(ref, min_depth=self.min_depth, multi_camera=self.multi_camera)
+            return read_sample(
+                ref, min_depth=self.min_depth, multi_camera=self.multi_camera, occlusion=self.occlusion
+            )
         except DataError as e:
             if not self.skip_bad:
                 raise

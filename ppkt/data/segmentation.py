@@ -185,16 +185,21 @@ class SceneSegmentationDataset(Dataset[PointSample]):
         self.transform = transform
         self.ignore_index = ignore_index
         self.label_mode, self.label_fraction, self.seed = label_mode, label_fraction, seed
-        self.labels: list[Tensor] = []
-        for s in chosen:
-            lab = torch.from_numpy(s.label.astype(np.int64)) - 1
-            keep_mask = s.label > 0
-            if label_mode == "points":
-                keep_mask = point_label_mask(keep_mask, label_fraction, seed, s.name)
-            elif count is not None:
-                keep_mask = point_label_mask(keep_mask, seed=seed, name=s.name, count=count)
-            lab[~torch.from_numpy(keep_mask)] = ignore_index
-            self.labels.append(lab)
+        self._count = count
+        #: the kept labels of each scene (``[N]`` int64, class − 1 or ``ignore_index``), computed on access
+        #: (a LiDAR split of thousands of scans is read scan by scan, never held in memory at once)
+        self.labels: Sequence[Tensor] = _KeptLabels(self)
+
+    def kept_labels(self, name: str, label: np.ndarray) -> Tensor:
+        """Scene ``name``'s labels ``[N]`` int64 (class − 1), the withheld ones set to ``ignore_index``."""
+        lab = torch.from_numpy(label.astype(np.int64)) - 1
+        keep_mask = label > 0
+        if self.label_mode == "points":
+            keep_mask = point_label_mask(keep_mask, self.label_fraction, self.seed, name)
+        elif self._count is not None:
+            keep_mask = point_label_mask(keep_mask, seed=self.seed, name=name, count=self._count)
+        lab[~torch.from_numpy(keep_mask)] = self.ignore_index
+        return lab
 
     @property
     def num_classes(self) -> int:
@@ -226,12 +231,41 @@ class SceneSegmentationDataset(Dataset[PointSample]):
         return len(self.scenes)
 
     def sample(self, i: int) -> PointSample:
-        """Scene ``i`` as an untransformed :class:`PointSample`."""
+        """Scene ``i`` as an untransformed :class:`PointSample` (with ``intensity`` for a LiDAR scan)."""
         s = self.scenes[i]
+        xyz, rgb, label, intensity = scene_arrays(s)
         return PointSample(
-            points=torch.from_numpy(s.xyz), colors=torch.from_numpy(s.rgb), labels=self.labels[i], name=s.name
+            points=torch.from_numpy(xyz),
+            colors=torch.from_numpy(rgb),
+            labels=self.kept_labels(s.name, label),
+            intensity=None if intensity is None else torch.from_numpy(intensity),
+            name=s.name,
         )
 
     def __getitem__(self, i: int) -> PointSample:
         sample = self.sample(i)
         return sample if self.transform is None else self.transform(sample)
+
+
+def scene_arrays(scene: FusedScene) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(xyz, rgb, label, intensity)`` of a segmentation scene, read once: a fused scene's arrays, or a
+    :class:`~ppkt.data.scan_segmentation.LabelledScan`'s (read from its files, with intensities)."""
+    read = getattr(scene, "arrays", None)
+    if read is not None:
+        arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None] = read()
+        return arrays
+    return scene.xyz, scene.rgb, scene.label, None
+
+
+class _KeptLabels(Sequence[Tensor]):
+    """The kept labels of every scene of a dataset, computed on access."""
+
+    def __init__(self, ds: SceneSegmentationDataset) -> None:
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds.scenes)
+
+    def __getitem__(self, i: int) -> Tensor:  # type: ignore[override]
+        s = self.ds.scenes[i]
+        return self.ds.kept_labels(s.name, s.label)

@@ -16,7 +16,7 @@ from ppkt.config import dump_config, from_dict, to_dict
 from ppkt.config.demo import DemoConfig
 from ppkt.config.finetune import FinetuneConfig, SegDataConfig
 from ppkt.config.pretrain import SourceConfig, share_source
-from ppkt.data.readers import open_scenes
+from ppkt.data.readers import is_lidar_layout, open_scenes
 from ppkt.errors import ConfigError
 from ppkt.pipelines.finetune import run_finetune
 from ppkt.pipelines.pretrain import run_pretrain
@@ -54,7 +54,8 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     ckpt = out / "pretrain" / "checkpoints" / "last.ckpt"
     splits = load_scene_splits(cfg.finetune.data)
     n = (len(splits.train), len(splits.val), len(splits.test))
-    print(f"[ppkt] segmentation: {n[0]} train / {n[1]} val / {n[2]} test scenes")
+    unit = "scans" if is_lidar_layout(cfg.finetune.data.layout) else "scenes"
+    print(f"[ppkt] segmentation: {n[0]} train / {n[1]} val / {n[2]} test {unit}")
 
     runs = run_jobs(demo_jobs(cfg, ckpt), out / "runs", cfg.workers, splits)
 
@@ -63,7 +64,7 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     panels = feature_panels(cfg, ckpt)
     plot_report(out / "report.png", rows, panels)
     minutes = (time.time() - start) / 60
-    setting = f"{len(splits.test)} test scene(s), every labelled point of them" + (
+    setting = f"{len(splits.test)} test {unit[:-1]}(s), every labelled point of them" + (
         " — the training scenes themselves (`finetune.data.split: all`)"
         if cfg.finetune.data.split == "all"
         else ""
@@ -151,10 +152,13 @@ def run_jobs(
 
 
 def feature_panels(cfg: DemoConfig, ckpt: Path) -> list[tuple[str, Any]]:
-    """RGB of one held-out frame next to PCA renderings of pretrained and random-init point features."""
+    """RGB of one held-out frame next to PCA renderings of pretrained and random-init point features (RGB-D
+    data; none for LiDAR scans)."""
     from ppkt.training.data import data_root
 
     p = cfg.pretrain
+    if is_lidar_layout(p.data.layout):
+        return []
     folders = open_scenes(data_root(p.data, verbose=False), p.data.layout)
     frame = folders[-1].read(0)  # the last scene is always held out from pretraining
     trained = load_run_checkpoint(PPKTPretrainModule, ckpt, "pretrain")

@@ -104,6 +104,15 @@ def frame_splits(cfg: DataConfig, verbose: bool = True) -> FrameSplits:
     return FrameSplits(root, train, held)
 
 
+def occlusion_args(cfg: DataConfig) -> dict[str, float]:
+    """``data.occlusion_*``: the occlusion test of LiDAR frames' pairing (``scan_to_sample``'s arguments)."""
+    return {
+        "occlusion_tolerance": cfg.occlusion_tolerance,
+        "occlusion_relative": cfg.occlusion_relative,
+        "occlusion_window": cfg.occlusion_window,
+    }
+
+
 def make_loader(
     cfg: DataConfig,
     frames: list[FrameRef],
@@ -130,6 +139,7 @@ def make_loader(
         fuse_voxel_size=None if p.mode == "frame" else p.fuse_voxel_size,
         depth_tolerance=p.depth_tolerance,
         multi_camera=cfg.multi_camera,
+        occlusion=occlusion_args(cfg),
     )
     workers = cfg.num_workers if num_workers is None else num_workers
     return DataLoader(

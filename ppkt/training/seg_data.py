@@ -1,4 +1,5 @@
-"""Downstream segmentation data: fused scenes split by scene, transforms, loaders with a fixed step count."""
+"""Downstream segmentation data: fused RGB-D scenes split by scene, or LiDAR scans (one labelled scan = one
+sample) split by sequence; transforms, loaders with a fixed step count."""
 
 from __future__ import annotations
 
@@ -11,12 +12,22 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from ppkt.config.finetune import SegDataConfig
 from ppkt.data.fusion import load_or_fuse
-from ppkt.data.readers import open_scenes
+from ppkt.data.readers import is_lidar_layout, open_scans, open_scenes
 from ppkt.data.sample import collate_points
+from ppkt.data.scan_segmentation import labelled_scans, layout_classes, official_split, one_percent_scans
 from ppkt.data.segmentation import SceneSegmentationDataset
 from ppkt.data.splits import split_by_order
-from ppkt.data.transforms import Compose, RandomCrop, RandomRotate, RandomScale, Transform, Voxelize
-from ppkt.data.types import FrameSource, FusedScene
+from ppkt.data.transforms import (
+    Compose,
+    LimitPoints,
+    RandomCrop,
+    RandomRotate,
+    RandomScale,
+    RangeCrop,
+    Transform,
+    Voxelize,
+)
+from ppkt.data.types import FrameSource, FusedScene, ScanSource
 from ppkt.errors import ConfigError, DataError
 from ppkt.training.data import color_jitter, data_root
 
@@ -44,7 +55,7 @@ class SceneSplits:
         return list(names[1 : self.num_classes + 1])
 
 
-def select_scenes(folders: list[FrameSource], names: list[str] | None, root: Path) -> list[FrameSource]:
+def select_scenes(folders: list[Any], names: list[str] | None, root: Path) -> list[Any]:
     """The folders named in ``data.scenes`` (in the root's order), or all of them for ``None``."""
     if names is None:
         return folders
@@ -61,7 +72,12 @@ def load_scene_splits(cfg: SegDataConfig, verbose: bool = True) -> SceneSplits:
     """The fused scenes of ``data.scenes`` (all by default), split by ``data.split``: ``order``
     (:func:`~ppkt.data.splits.split_by_order`) or ``all`` (every scene trains and tests)."""
     root = data_root(cfg, verbose)
-    folders = select_scenes(open_scenes(root, cfg.layout), cfg.scenes, root)
+    if is_lidar_layout(cfg.layout):
+        return load_scan_splits(cfg, root)
+    if cfg.split == "official" or cfg.train_subset != "all":
+        k, v = ("split", cfg.split) if cfg.split == "official" else ("train_subset", cfg.train_subset)
+        raise ConfigError(f"config key 'data.{k}': {v} needs a LiDAR layout, not {cfg.layout!r}")
+    folders: list[FrameSource] = select_scenes(open_scenes(root, cfg.layout), cfg.scenes, root)
     scenes = [
         load_or_fuse(
             f,
@@ -90,6 +106,37 @@ def load_scene_splits(cfg: SegDataConfig, verbose: bool = True) -> SceneSplits:
     return splits
 
 
+def load_scan_splits(cfg: SegDataConfig, root: Path) -> SceneSplits:
+    """LiDAR segmentation: every labelled scan is one sample
+    (:class:`~ppkt.data.scan_segmentation.LabelledScan`, read when used). Whole sequences / scenes go to one
+    split (``data.split``: ``order`` over the sequences as for RGB-D scenes, ``all``, or ``official``);
+    ``data.train_subset: one_percent`` keeps the training scans of the protocol's 1 % split; the classes are
+    the layout's (:func:`~ppkt.data.scan_segmentation.layout_classes`)."""
+    sources: list[ScanSource] = select_scenes(open_scans(root, cfg.layout), cfg.scenes, root)
+    num_classes, names = layout_classes(cfg.layout, sources)
+    if num_classes < 2:
+        raise DataError(
+            f"{root}: no scan has labelled points (segmentation needs per-point labels with class ids > 0; "
+            "0 = unlabelled)"
+        )
+    if cfg.split == "official":
+        train_src, val_src, test_src = official_split(cfg.layout, sources)
+    elif cfg.split == "all":
+        train_src, val_src, test_src = list(sources), [], list(sources)
+    else:
+        try:
+            train_src, val_src, test_src = split_by_order(sources, cfg.test, cfg.val)
+        except ConfigError as e:
+            raise ConfigError(f"{root}: {e} (LiDAR data are split by sequence / scene)") from None
+    train, val, test = (labelled_scans(s, num_classes, names) for s in (train_src, val_src, test_src))
+    if cfg.train_subset == "one_percent":
+        train = one_percent_scans(cfg.layout, train)
+    if not train or not test:
+        which = "training" if not train else "test"
+        raise ConfigError(f"config key 'data.split': {cfg.split} leaves no {which} scan under {root}")
+    return SceneSplits(root, train, val, test)  # type: ignore[arg-type]
+
+
 def require_labels(scenes: list[FusedScene], where: str) -> None:
     """A :class:`DataError` naming ``where`` when none of ``scenes`` has a labelled point."""
     if not any(bool((s.label > 0).any()) for s in scenes):
@@ -99,6 +146,10 @@ def require_labels(scenes: list[FusedScene], where: str) -> None:
 
 def seg_transform(cfg: SegDataConfig, train: bool) -> Compose:
     steps: list[Transform[Any]] = []
+    if train and cfg.max_range is not None:
+        steps.append(RangeCrop(cfg.max_range, cfg.up_axis))
+    if train and cfg.max_points is not None:
+        steps.append(LimitPoints(cfg.max_points))
     if train and cfg.augment.crop is not None:
         steps.append(RandomCrop(cfg.augment.crop, cfg.up_axis))
     if train and cfg.augment.rotate_degrees > 0:
