@@ -99,6 +99,7 @@ def test_limited_labels_pick_scans_or_points_per_scan(rig: Path) -> None:
 
 def test_max_range_and_max_points_bound_training_scans_only(rig: Path) -> None:
     cfg = _rig_cfg(rig, max_points=300, max_range=3.0)
+    cfg.augment.scale = (1.0, 1.0)  # the crop is in sensor metres; a random scaling after it may exceed them
     splits = load_scene_splits(cfg, verbose=False)
     loader = train_loader(
         cfg, splits.train, steps=1, batch_size=1, label_mode="scenes", label_fraction=1.0, seed=0
