@@ -121,3 +121,24 @@ def test_scene_level_pretraining_runs_end_to_end(tiny_synth: Path, tmp_path: Pat
     assert main(args) == 0
     r = json.loads((ev / "metrics.json").read_text())
     assert r["pairing"] == "frame" and r["retrieval_frames"] == 2  # eval.retrieval_frames=2 single frames
+
+
+@pytest.mark.parametrize("mode", ["window", "scene"])
+def test_fused_pairing_of_lidar_scans_is_a_config_error(mode: str) -> None:
+    """LiDAR scans are paired with their own cameras, never fused: the key is named before any data is read."""
+    from ppkt.config import PretrainConfig, load_config
+    from ppkt.errors import ConfigError
+    from ppkt.training.data import frame_splits
+
+    cfg = load_config(PretrainConfig, overrides=["data.layout=rig", f"data.pairing.mode={mode}"])
+    with pytest.raises(ConfigError, match=r"data\.pairing\.mode.*'rig'.*mode=frame"):
+        frame_splits(cfg.data)
+
+
+def test_the_demo_pretrains_with_scene_pairing_and_ppkt_pretrain_keeps_the_paper_s() -> None:
+    from ppkt.config import PretrainConfig
+    from ppkt.config.demo import DemoConfig
+
+    demo, plain = DemoConfig().pretrain, PretrainConfig()
+    assert (demo.data.pairing.mode, demo.trainer.batch_size) == ("scene", 2)  # 2 samples × 4 views = 8 images
+    assert (plain.data.pairing.mode, plain.trainer.batch_size) == ("frame", 8)
