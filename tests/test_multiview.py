@@ -125,7 +125,7 @@ def test_scene_level_pretraining_runs_end_to_end(tiny_synth: Path, tmp_path: Pat
 
 @pytest.mark.parametrize("mode", ["window", "scene"])
 def test_fused_pairing_of_lidar_scans_is_a_config_error(mode: str) -> None:
-    """LiDAR scans are paired with their own cameras, never fused: the key is named before any data is read."""
+    """LiDAR scans are paired with their own cameras, never fused: the key is named before data is read."""
     from ppkt.config import PretrainConfig, load_config
     from ppkt.errors import ConfigError
     from ppkt.training.data import frame_splits
@@ -135,10 +135,10 @@ def test_fused_pairing_of_lidar_scans_is_a_config_error(mode: str) -> None:
         frame_splits(cfg.data)
 
 
-def test_the_demo_pretrains_with_scene_pairing_and_ppkt_pretrain_keeps_the_paper_s() -> None:
+def test_the_demo_and_ppkt_pretrain_default_to_the_paper_s_per_frame_pairing() -> None:
     from ppkt.config import PretrainConfig
     from ppkt.config.demo import DemoConfig
 
     demo, plain = DemoConfig().pretrain, PretrainConfig()
-    assert (demo.data.pairing.mode, demo.trainer.batch_size) == ("scene", 2)  # 2 samples × 4 views = 8 images
-    assert (plain.data.pairing.mode, plain.trainer.batch_size) == ("frame", 8)
+    assert (demo.data.pairing.mode, demo.trainer.batch_size) == ("frame", 8)
+    assert demo == plain
