@@ -9,6 +9,7 @@ from typing import Literal
 
 from ppkt.config import checks
 from ppkt.config.checks import key
+from ppkt.data.readers import is_lidar_layout
 from ppkt.errors import ConfigError
 
 
@@ -149,6 +150,17 @@ class DataConfig(SourceConfig):
         checks.unit(aug, "color_drop", self.augment.color_drop)
         self.augment.color_jitter.check(key(aug, "color_jitter"))
         self.pairing.validate(key(prefix, "pairing"))
+        self.check_pairing_fits_layout(prefix)
+
+    def check_pairing_fits_layout(self, prefix: str = "data") -> None:
+        """Fused pairing (``window`` / ``scene``) is for RGB-D frames: a LiDAR scan is paired with its own
+        cameras, never fused with other scans."""
+        if self.pairing.mode != "frame" and is_lidar_layout(self.layout):
+            mode = key(prefix, "pairing.mode")
+            raise ConfigError(
+                f"config key '{mode}': {self.pairing.mode!r} fuses RGB-D frames; layout {self.layout!r}"
+                f" reads LiDAR scans, each paired with its own cameras: use {mode}=frame"
+            )
 
 
 @dataclass

@@ -56,6 +56,7 @@ def run_retrieval_eval(
         if pairing not in ("frame", "window", "scene"):
             raise ConfigError(f"--pairing: {pairing!r} is not one of ['frame', 'window', 'scene']")
         cfg.data.pairing.mode = pairing  # type: ignore[assignment]
+        cfg.data.check_pairing_fits_layout()
     n_points = cfg.eval.retrieval_points if num_points is None else num_points
     n_frames = cfg.eval.retrieval_frames if num_frames is None else num_frames
     if data not in (None, "synthetic"):

@@ -98,11 +98,6 @@ class FrameSplits:
 
 
 def frame_splits(cfg: DataConfig, verbose: bool = True) -> FrameSplits:
-    if is_lidar_layout(cfg.layout) and cfg.pairing.mode != "frame":
-        raise ConfigError(
-            f"config key 'data.pairing.mode': {cfg.pairing.mode!r} fuses RGB-D frames; layout "
-            f"{cfg.layout!r} reads LiDAR scans, each paired with its own cameras: use data.pairing.mode=frame"
-        )
     root = data_root(cfg, verbose)
     folders = open_scans(root, cfg.layout) if is_lidar_layout(cfg.layout) else open_scenes(root, cfg.layout)
     train, held = split_frames(folders, cfg.heldout, cfg.heldout_mode, cfg.frame_skip)  # type: ignore[arg-type]
