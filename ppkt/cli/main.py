@@ -102,6 +102,14 @@ def _cmd_cache_features(args: argparse.Namespace) -> None:
     fill_feature_cache(cfg, splits.train + splits.heldout, batch_size=args.batch_size)
 
 
+def _cmd_teacher_probe(args: argparse.Namespace) -> None:
+    from ppkt.config import PretrainConfig, load_config
+    from ppkt.pipelines.teacher_probe import run_teacher_probe
+
+    cfg = load_config(PretrainConfig, args.config, args.overrides)
+    run_teacher_probe(cfg, args.out, pixels_per_frame=args.pixels, steps=args.steps)
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from ppkt.config import load_config
     from ppkt.config.demo import QUICK_OVERRIDES, DemoConfig
@@ -259,6 +267,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="frames per teacher forward pass")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="pretraining config overrides")
     p.set_defaults(func=_cmd_cache_features)
+
+    p = sub.add_parser(
+        "teacher-probe",
+        help="linear probe on the frozen teacher's pixel features, layer by layer (labelled RGB-D frames): "
+        "the ceiling of what pretraining can transfer, and which teacher.layers carry the classes",
+    )
+    p.add_argument("--config", help="YAML pretraining config: its teacher.* and data.* are probed")
+    p.add_argument("--out", default="runs/teacher_probe", help="folder for metrics.json")
+    p.add_argument("--pixels", type=int, default=2000, help="labelled pixels drawn per frame")
+    p.add_argument("--steps", type=int, default=300, help="full-batch Adam steps of each probe")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="pretraining config overrides")
+    p.set_defaults(func=_cmd_teacher_probe)
 
     p = sub.add_parser("demo", help="the main job on the embedded default data, offline")
     p.add_argument("--out", default="runs/demo")

@@ -220,6 +220,10 @@ class LossConfig:
     num_pairs: int = 4096
     #: > 0: pool points and pixels over SLIC superpixels of about this many segments per image (SLidR)
     superpixels: int = 0
+    #: null: pairs drawn uniformly over the voxels; a fraction: the share of each sample's drawn pairs whose
+    #: voxel lies on one of its dominant planes (RANSAC, ppkt.geometry.planes: floor, walls, table tops), the
+    #: rest drawn from the other voxels (objects), so the few object voxels are not drowned by the planes
+    plane_share: float | None = None
     #: under DDP, every point's negatives are the pixels of all processes (gathered with gradients)
     gather_distributed: bool = True
 
@@ -243,6 +247,18 @@ class LossConfig:
                 f"config key '{key(prefix, 'num_pairs')}': must be 0 (all) or >= 2, got {self.num_pairs}"
             )
         checks.at_least(prefix, "superpixels", self.superpixels, 0)
+        if self.plane_share is not None:
+            if not 0 <= self.plane_share <= 1:
+                raise ConfigError(
+                    f"config key '{key(prefix, 'plane_share')}': must be null or in [0, 1], "
+                    f"got {self.plane_share}"
+                )
+            if self.superpixels > 0 or self.num_pairs == 0:
+                raise ConfigError(
+                    f"config key '{key(prefix, 'plane_share')}': weights the drawn voxel pairs, so it needs "
+                    f"'{key(prefix, 'num_pairs')}' > 0 and '{key(prefix, 'superpixels')}' 0, got num_pairs="
+                    f"{self.num_pairs}, superpixels={self.superpixels}"
+                )
         if self.superpixels > 0 and importlib.util.find_spec("skimage") is None:
             raise ConfigError(
                 f"config key '{key(prefix, 'superpixels')}': SLIC superpixels need scikit-image "

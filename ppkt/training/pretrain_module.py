@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from ppkt.config import PretrainConfig, from_dict, to_dict
 from ppkt.data.sample import PairedBatch
 from ppkt.distributed import all_true
+from ppkt.geometry.planes import plane_mask
 from ppkt.losses import build_pretext_loss
 from ppkt.models.heads import ProjectionHead
 from ppkt.models.student import build_student, sync_batchnorm
@@ -21,6 +22,34 @@ from ppkt.models.upl import UpsamplingProjection, sample_levels, sample_pixels
 from ppkt.sparse import SparseTensor
 from ppkt.training.optim import build_optimizer, trainable, warmup_cosine
 from ppkt.training.resume import TRAIN_PAIRS, VAL_PAIRS, derive_seed
+
+
+def plane_pair_weights(batch: PairedBatch, share: float, generator: torch.Generator | None = None) -> Tensor:
+    """``[P]`` sampling weights of the batch's pairs: in every sample, the pairs whose voxel lies on one of
+    its dominant planes (:func:`~ppkt.geometry.planes.plane_mask`, one voxel of tolerance) share ``share`` of
+    the sample's weight, the others the rest (all of it when a sample has only one kind); every sample keeps
+    a weight proportional to its number of pairs."""
+    coords = batch.coords
+    on = torch.zeros(coords.shape[0], dtype=torch.bool, device=coords.device)
+    sample = coords[:, 0].long()
+    for b in range(batch.batch_size):
+        rows = torch.nonzero(sample == b).squeeze(1)
+        on[rows] = plane_mask(coords[rows, 1:].float(), threshold=1.0, generator=generator)
+    pair_sample, pair_on = sample[batch.pair_voxel], on[batch.pair_voxel]
+    n = batch.batch_size
+    pairs = torch.bincount(pair_sample, minlength=n).double()
+    planar = torch.bincount(pair_sample[pair_on], minlength=n).double()
+    other = pairs - planar
+    share_on = torch.where(other == 0, 1.0, torch.where(planar == 0, 0.0, share)).double()
+    w_on = share_on * pairs / planar.clamp(min=1)
+    w_off = (1 - share_on) * pairs / other.clamp(min=1)
+    return torch.where(pair_on, w_on[pair_sample], w_off[pair_sample]).float()
+
+
+def sample_weighted(weights: Tensor, num_pairs: int, generator: torch.Generator | None = None) -> Tensor:
+    """``min(num_pairs, P)`` pair indices drawn without replacement with probability ∝ ``weights [P]``."""
+    k = min(num_pairs, weights.shape[0])
+    return torch.multinomial(weights, k, replacement=False, generator=generator)
 
 
 class PPKTPretrainModule(L.LightningModule):
@@ -176,6 +205,10 @@ class PPKTPretrainModule(L.LightningModule):
             n = next(iter(embedded.values()))[0].shape[0]
             idx = self.loss.sample(n, batch.pair_voxel.device, generator)
             embedded = {s: (p[idx], q[idx]) for s, (p, q) in embedded.items()}
+        elif self.cfg.loss.plane_share is not None:
+            weights = plane_pair_weights(batch, self.cfg.loss.plane_share, generator)
+            idx = sample_weighted(weights, self.loss.num_pairs, generator)
+            embedded = self.embed_pairs(batch, idx, spaces)
         else:
             idx = self.loss.sample(batch.pair_voxel.shape[0], batch.pair_voxel.device, generator)
             embedded = self.embed_pairs(batch, idx, spaces)

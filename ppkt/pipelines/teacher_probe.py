@@ -1,0 +1,95 @@
+"""``ppkt teacher-probe``: the linear separability of the frozen teacher's pixel features, layer by layer
+(:mod:`ppkt.training.teacher_probe`), on the labelled frames of a pretraining config's data."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ppkt.config import PretrainConfig
+from ppkt.data.fusion import dataset_info
+from ppkt.data.readers import is_lidar_layout
+from ppkt.errors import ConfigError
+from ppkt.models.teachers import build_teacher
+from ppkt.training.common import output_dir, write_json
+from ppkt.training.data import frame_splits
+from ppkt.training.teacher_probe import fit_linear_probe, pixel_features, score_probe
+
+
+def run_teacher_probe(
+    cfg: PretrainConfig, out: str | Path, pixels_per_frame: int = 2000, steps: int = 300
+) -> dict[str, Any]:
+    """Probe ``cfg.teacher`` on ``cfg.data``: fit on the pretraining's training frames, score on its held-out
+    frames (``data.heldout``), every layer alone and all together. Writes ``<out>/metrics.json``."""
+    if pixels_per_frame < 1:
+        raise ConfigError(f"--pixels must be >= 1, got {pixels_per_frame}")
+    if steps < 1:
+        raise ConfigError(f"--steps must be >= 1, got {steps}")
+    if is_lidar_layout(cfg.data.layout):
+        raise ConfigError(
+            f"config key 'data.layout': the teacher probe reads labelled RGB-D frames; {cfg.data.layout!r} "
+            "holds LiDAR scans"
+        )
+    if cfg.data.heldout <= 0:
+        raise ConfigError(
+            "config key 'data.heldout': the teacher probe scores the held-out frames; set it > 0"
+        )
+    out = output_dir(out)
+    start = time.perf_counter()
+    splits = frame_splits(cfg.data)
+    if not splits.train or not splits.heldout:
+        raise ConfigError(
+            f"{splits.root}: the teacher probe needs training and held-out frames, got {len(splits.train)} "
+            f"and {len(splits.heldout)} (data.heldout={cfg.data.heldout})"
+        )
+    teacher = build_teacher(cfg.teacher.name, cfg.teacher.weights, cfg.teacher.layers)
+    size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
+    train = pixel_features(teacher, splits.train, size, pixels_per_frame, seed=cfg.trainer.seed)
+    test = pixel_features(teacher, splits.heldout, size, pixels_per_frame, seed=cfg.trainer.seed + 1)
+    info = dataset_info(splits.train[0].folder)
+    names = list(info["classes"])[1:] if info and info.get("classes") else None
+    num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+    if names is None or len(names) < num_classes:
+        names = [f"class_{i + 1}" for i in range(num_classes)]
+    num_classes = len(names)
+    layers = list(teacher.layers)
+    subsets = [[i] for i in range(len(layers))] + ([list(range(len(layers)))] if len(layers) > 1 else [])
+    results: list[dict[str, Any]] = []
+    for subset in subsets:
+        probe = fit_linear_probe(train.columns(subset), train.labels, num_classes, steps=steps)
+        score = score_probe(probe, test.columns(subset), test.labels, num_classes)
+        fit = score_probe(probe, train.columns(subset), train.labels, num_classes)
+        names_used = [layers[i] for i in subset]
+        results.append(
+            {
+                "layers": names_used,
+                "channels": int(sum(teacher.out_channels[i] for i in subset)),
+                "miou": score.miou,
+                "accuracy": score.accuracy,
+                "train_miou": fit.miou,
+                "per_class_iou": {
+                    n: (None if v != v else v) for n, v in zip(names, score.per_class_iou, strict=True)
+                },
+            }
+        )
+        print(
+            f"[ppkt] teacher probe {'+'.join(names_used)}: test mIoU {100 * score.miou:.2f} "
+            f"(train {100 * fit.miou:.2f})",
+            flush=True,
+        )
+    metrics = {
+        "task": "teacher_probe",
+        "teacher": cfg.teacher.name,
+        "data": str(splits.root),
+        "image_size": list(size),
+        "train_frames": len(splits.train),
+        "test_frames": len(splits.heldout),
+        "train_pixels": int(train.labels.numel()),
+        "test_pixels": int(test.labels.numel()),
+        "steps": steps,
+        "results": results,
+        "seconds": time.perf_counter() - start,
+    }
+    write_json(out / "metrics.json", metrics)
+    return metrics
