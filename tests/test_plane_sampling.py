@@ -11,7 +11,8 @@ from ppkt.config import PretrainConfig, load_config
 from ppkt.data.sample import PairedBatch
 from ppkt.errors import ConfigError
 from ppkt.geometry.planes import plane_mask
-from ppkt.training.pretrain_module import plane_pair_weights, sample_weighted
+from ppkt.losses.ppnce import sample_pairs
+from ppkt.training.pretrain_module import plane_pair_weights
 
 from .conftest import assert_mentions
 
@@ -75,7 +76,7 @@ def test_pair_weights_give_the_planes_their_share_in_every_sample(share: float) 
         assert float(w[sel & pair_on].sum() / w[sel].sum()) == pytest.approx(share, abs=1e-6)
     # each sample keeps the weight of its pairs: the second has twice the first's
     assert float(w[~first].sum() / w[first].sum()) == pytest.approx(2.0, rel=1e-6)
-    idx = sample_weighted(w.float(), 600, torch.Generator().manual_seed(0))
+    idx = sample_pairs(len(w), 600, torch.device("cpu"), torch.Generator().manual_seed(0), w.float())
     assert len(set(idx.tolist())) == 600  # without replacement
     if 0 < share < 1:
         assert float(pair_on[idx].float().mean()) == pytest.approx(share, abs=0.05)

@@ -21,12 +21,19 @@ from ppkt.distributed import gather_rows, world_size
 
 
 def sample_pairs(
-    num_available: int, num_pairs: int, device: torch.device, generator: torch.Generator | None = None
+    num_available: int,
+    num_pairs: int,
+    device: torch.device,
+    generator: torch.Generator | None = None,
+    weights: Tensor | None = None,
 ) -> Tensor:
     """Indices of the pairs a loss uses: all ``num_available`` (``num_pairs`` 0 or not fewer), or
-    ``num_pairs`` of them drawn uniformly without replacement with ``generator``."""
+    ``num_pairs`` of them drawn without replacement with ``generator`` — uniformly, or with probability
+    ∝ ``weights [num_available]`` when given."""
     if num_pairs == 0 or num_available <= num_pairs:
         return torch.arange(num_available, device=device)
+    if weights is not None:
+        return torch.multinomial(weights, num_pairs, replacement=False, generator=generator)
     return torch.randperm(num_available, generator=generator, device=device)[:num_pairs]
 
 

@@ -64,10 +64,15 @@ class PretextLoss(nn.Module):
         return cast(PretextTerm, self.terms[name])
 
     def sample(
-        self, num_available: int, device: torch.device, generator: torch.Generator | None = None
+        self,
+        num_available: int,
+        device: torch.device,
+        generator: torch.Generator | None = None,
+        weights: Tensor | None = None,
     ) -> Tensor:
-        """Indices of the pairs to use: all of them, or ``num_pairs`` drawn without replacement."""
-        return sample_pairs(num_available, self.num_pairs, device, generator)
+        """Indices of the pairs to use: all of them, or ``num_pairs`` drawn without replacement (uniformly,
+        or ∝ ``weights``: :func:`~ppkt.losses.ppnce.sample_pairs`)."""
+        return sample_pairs(num_available, self.num_pairs, device, generator, weights)
 
     def forward(self, inputs: Mapping[str, tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}

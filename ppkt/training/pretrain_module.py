@@ -46,12 +46,6 @@ def plane_pair_weights(batch: PairedBatch, share: float, generator: torch.Genera
     return torch.where(pair_on, w_on[pair_sample], w_off[pair_sample]).float()
 
 
-def sample_weighted(weights: Tensor, num_pairs: int, generator: torch.Generator | None = None) -> Tensor:
-    """``min(num_pairs, P)`` pair indices drawn without replacement with probability ∝ ``weights [P]``."""
-    k = min(num_pairs, weights.shape[0])
-    return torch.multinomial(weights, k, replacement=False, generator=generator)
-
-
 class PPKTPretrainModule(L.LightningModule):
     """Pixel-to-point pretraining of a sparse-conv student: PPNCE, feature distillation, or both.
 
@@ -205,12 +199,10 @@ class PPKTPretrainModule(L.LightningModule):
             n = next(iter(embedded.values()))[0].shape[0]
             idx = self.loss.sample(n, batch.pair_voxel.device, generator)
             embedded = {s: (p[idx], q[idx]) for s, (p, q) in embedded.items()}
-        elif self.cfg.loss.plane_share is not None:
-            weights = plane_pair_weights(batch, self.cfg.loss.plane_share, generator)
-            idx = sample_weighted(weights, self.loss.num_pairs, generator)
-            embedded = self.embed_pairs(batch, idx, spaces)
         else:
-            idx = self.loss.sample(batch.pair_voxel.shape[0], batch.pair_voxel.device, generator)
+            share = self.cfg.loss.plane_share
+            weights = None if share is None else plane_pair_weights(batch, share, generator)
+            idx = self.loss.sample(batch.pair_voxel.shape[0], batch.pair_voxel.device, generator, weights)
             embedded = self.embed_pairs(batch, idx, spaces)
         out = self.loss(embedded)
         loss = out["loss"]

@@ -6,7 +6,8 @@ other scenes — is the ceiling of what the student's own linear probe can reach
 layers carry the classes (``teacher.layers``) and which only texture.
 
 For every frame, up to ``pixels_per_frame`` labelled pixels of the image resized to the teacher's input
-size are drawn (seeded); each layer's map is sampled bilinearly at their centres (as the pairing does) and
+size are drawn (seeded); each layer's map is sampled bilinearly at their centres with the pairing's own
+:func:`~ppkt.models.upl.sample_levels` (the distillation target's cell convention) and
 L2-normalised per layer; a layer subset's features are concatenated, standardised with the training
 pixels' mean and deviation, and a linear softmax classifier with 1/√(class frequency) weights (the
 fine-tuning's ``class_weights: inverse_sqrt``) is fit by full-batch Adam. Scores: per-class IoU on the test
@@ -26,6 +27,7 @@ from torch import Tensor
 from ppkt.data.types import FrameRef
 from ppkt.errors import DataError
 from ppkt.models.teachers import Teacher
+from ppkt.models.upl import sample_levels
 from ppkt.training.seg_module import iou_from_confusion
 
 __all__ = ["PixelFeatures", "ProbeScore", "fit_linear_probe", "pixel_features", "score_probe"]
@@ -77,11 +79,11 @@ def _frame_pixels(
             image[None], size=(h, w), mode="bilinear", align_corners=False, antialias=True
         )
         image = resized[0]
-    py, px = torch.from_numpy(pick // w), torch.from_numpy(pick % w)
-    grid = torch.stack([(px + 0.5) / w * 2 - 1, (py + 0.5) / h * 2 - 1], dim=-1).float()[None, None]
+    uv = torch.from_numpy(np.stack([pick % w, pick // w], axis=1)).float()  # pixel centres (u, v)
     with torch.no_grad():
         maps = teacher(image.clamp(0.0, 1.0)[None])
-        levels = [F.normalize(F.grid_sample(m, grid, align_corners=False)[0, :, 0].T, dim=1) for m in maps]
+        sampled = sample_levels(maps, teacher.strides, torch.zeros(len(pick), dtype=torch.long), uv)
+    levels = [F.normalize(x, dim=1) for x in sampled.split(list(teacher.out_channels), dim=1)]
     return levels, torch.from_numpy(label[pick] - 1).long()
 
 
