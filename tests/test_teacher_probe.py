@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from ppkt.cli.main import main
 from ppkt.training.teacher_probe import fit_linear_probe, score_probe
 
-from .conftest import assert_mentions
+from .conftest import REPO, assert_mentions
 
 
 def test_linear_probe_separates_separable_classes_and_not_noise() -> None:
@@ -56,6 +57,17 @@ def test_teacher_probe_scores_each_layer_and_all(tiny_synth: Path, tmp_path: Pat
         assert r["per_class_iou"]["floor"] > 0.3  # the floor is the easiest surface of these rooms
 
 
+def test_teacher_probe_reads_the_pretrain_section_of_a_demo_config(tiny_synth: Path, tmp_path: Path) -> None:
+    config = tmp_path / "demo.yaml"
+    data = {"root": str(tiny_synth), "heldout": 0.3, "image_size": [48, 64]}
+    config.write_text(yaml.safe_dump({"pretrain": {"data": data}, "seeds": [0]}))
+    assert main(["teacher-probe", "--config", str(config), "--out", str(tmp_path / "p"), "--pixels", "50",
+                 "--steps", "5", "teacher.layers=[stage5]"]) == 0  # fmt: skip
+    m = json.loads((tmp_path / "p" / "metrics.json").read_text())
+    assert m["image_size"] == [48, 64] and m["train_frames"] == 8 and m["labels"] == "label images"
+    assert [r["layers"] for r in m["results"]] == [["stage5"]]
+
+
 def test_teacher_probe_names_a_frame_without_labels(
     tiny_synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -78,3 +90,34 @@ def test_teacher_probe_bad_arguments(
 ) -> None:
     assert main(["teacher-probe", "--out", str(tmp_path / "p"), f"data.root={tiny_synth}", *args]) == 2
     assert_mentions(capsys.readouterr().err, *parts)
+
+
+@pytest.mark.real_data
+def test_teacher_probe_on_scannet_projects_the_mesh_labels(shared_data: Path, tmp_path: Path) -> None:
+    """ScanNet labels mesh vertices, not frames: the probe projects them into the frames (depth-checked) and
+    skips the unlabelled scenes with a warning."""
+    root, config = shared_data / "scannet", REPO / "configs" / "scannet_benchmark.yaml"
+    code = main(["teacher-probe", "--config", str(config), "--out", str(tmp_path / "p"), "--pixels", "300",
+                 "--steps", "50", f"data.root={root}", "data.frame_skip=10", "data.image_size=[120,160]",
+                 "teacher.layers=[stage5]"])  # fmt: skip
+    assert code == 0
+    m = json.loads((tmp_path / "p" / "metrics.json").read_text())
+    assert m["labels"] == "labelled clouds projected into the frames"
+    assert sorted(Path(p).name for p in m["skipped_unlabelled_scenes"]) == ["scene0113_00", "scene0448_01"]
+    assert m["train_frames"] >= 10 and m["test_frames"] >= 1 and m["train_pixels"] >= 10 * 300
+    r = m["results"][0]
+    assert len(r["per_class_iou"]) == 20 and "floor" in r["per_class_iou"]
+    assert r["per_class_iou"]["floor"] > 0.3 and 0 < r["miou"] <= 1
+
+
+@pytest.mark.real_data
+def test_teacher_probe_on_unlabelled_scannet_names_the_problem(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scene = shared_data / "scannet" / "scene0113_00"  # no label PLY
+    assert main(["teacher-probe", "--out", str(tmp_path / "p"), f"data.root={scene}", "data.layout=scannet",
+                 "data.heldout_mode=tail"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert_mentions(err, "scene0113_00", "without labels")
+    assert_mentions(err, "labelled training and held-out frames")
+    assert not (tmp_path / "p" / "metrics.json").exists()

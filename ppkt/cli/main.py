@@ -102,11 +102,32 @@ def _cmd_cache_features(args: argparse.Namespace) -> None:
     fill_feature_cache(cfg, splits.train + splits.heldout, batch_size=args.batch_size)
 
 
+def _is_demo_config(file: str | None) -> bool:
+    """Whether the YAML ``file`` is a demo config (a ``pretrain:`` section at its top level); an unreadable
+    file is not (:func:`~ppkt.config.load_config` then names the problem)."""
+    from pathlib import Path
+
+    import yaml
+
+    if file is None:
+        return False
+    try:
+        loaded = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(loaded, dict) and "pretrain" in loaded
+
+
 def _cmd_teacher_probe(args: argparse.Namespace) -> None:
     from ppkt.config import PretrainConfig, load_config
+    from ppkt.config.demo import DemoConfig
     from ppkt.pipelines.teacher_probe import run_teacher_probe
 
-    cfg = load_config(PretrainConfig, args.config, args.overrides)
+    if _is_demo_config(args.config):  # e.g. configs/scannet_benchmark.yaml: probe its pretraining data
+        demo = load_config(DemoConfig, args.config, [f"pretrain.{o}" for o in args.overrides])
+        cfg = demo.pretrain
+    else:
+        cfg = load_config(PretrainConfig, args.config, args.overrides)
     run_teacher_probe(cfg, args.out, pixels_per_frame=args.pixels, steps=args.steps)
 
 
@@ -273,7 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="linear probe on the frozen teacher's pixel features, layer by layer (labelled RGB-D frames): "
         "the ceiling of what pretraining can transfer, and which teacher.layers carry the classes",
     )
-    p.add_argument("--config", help="YAML pretraining config: its teacher.* and data.* are probed")
+    p.add_argument(
+        "--config",
+        help="YAML pretraining config, or a demo config (its pretrain section): its teacher.* and data.*",
+    )
     p.add_argument("--out", default="runs/teacher_probe", help="folder for metrics.json")
     p.add_argument("--pixels", type=int, default=2000, help="labelled pixels drawn per frame")
     p.add_argument("--steps", type=int, default=300, help="full-batch Adam steps of each probe")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -10,11 +11,30 @@ from typing import Any
 from ppkt.config import PretrainConfig
 from ppkt.data.fusion import dataset_info
 from ppkt.data.readers import is_lidar_layout
-from ppkt.errors import ConfigError
+from ppkt.data.types import FrameRef, FusedScene
+from ppkt.errors import ConfigError, DataError
 from ppkt.models.teachers import build_teacher
 from ppkt.training.common import output_dir, write_json
 from ppkt.training.data import frame_splits
 from ppkt.training.teacher_probe import fit_linear_probe, pixel_features, score_probe
+
+
+def _labelled_clouds(frames: list[FrameRef]) -> tuple[dict[str, FusedScene], list[str]]:
+    """The labelled cloud of every scene folder of ``frames`` that labels its scene as a whole (an optional
+    ``labelled_cloud()``, e.g. ScanNet's mesh), keyed by ``str(folder.root)``, and the roots of such folders
+    that have no labels (``labelled_cloud()`` is ``None``: skipped). Other folders need label images."""
+    clouds: dict[str, FusedScene] = {}
+    unlabelled: list[str] = []
+    for root, folder in {str(r.folder.root): r.folder for r in frames}.items():
+        get = getattr(folder, "labelled_cloud", None)
+        if not callable(get):
+            continue
+        cloud = get()
+        if isinstance(cloud, FusedScene):
+            clouds[root] = cloud
+        else:
+            unlabelled.append(root)
+    return clouds, unlabelled
 
 
 def run_teacher_probe(
@@ -43,12 +63,32 @@ def run_teacher_probe(
             f"{splits.root}: the teacher probe needs training and held-out frames, got {len(splits.train)} "
             f"and {len(splits.heldout)} (data.heldout={cfg.data.heldout})"
         )
+    clouds, unlabelled = _labelled_clouds([*splits.train, *splits.heldout])
+    if unlabelled:
+        print(
+            f"[ppkt] warning: teacher probe skips {len(unlabelled)} scene(s) without labels: "
+            + ", ".join(unlabelled),
+            file=sys.stderr,
+            flush=True,
+        )
+    train_frames = [r for r in splits.train if str(r.folder.root) not in unlabelled]
+    test_frames = [r for r in splits.heldout if str(r.folder.root) not in unlabelled]
+    if not train_frames or not test_frames:
+        raise DataError(
+            f"{splits.root}: the teacher probe needs labelled training and held-out frames; the labelled "
+            f"scenes hold {len(train_frames)} and {len(test_frames)}"
+        )
     teacher = build_teacher(cfg.teacher.name, cfg.teacher.weights, cfg.teacher.layers)
     size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
-    train = pixel_features(teacher, splits.train, size, pixels_per_frame, seed=cfg.trainer.seed)
-    test = pixel_features(teacher, splits.heldout, size, pixels_per_frame, seed=cfg.trainer.seed + 1)
-    info = dataset_info(splits.train[0].folder)
+    tolerance = cfg.data.pairing.depth_tolerance
+    seed, n = cfg.trainer.seed, pixels_per_frame
+    train = pixel_features(teacher, train_frames, size, n, seed, clouds, tolerance)
+    test = pixel_features(teacher, test_frames, size, n, seed + 1, clouds, tolerance)
+    info = dataset_info(train_frames[0].folder)
     names = list(info["classes"])[1:] if info and info.get("classes") else None
+    cloud_names = next((c.class_names for c in clouds.values() if c.class_names), None)
+    if names is None and cloud_names is not None:
+        names = list(cloud_names)[1:]
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1
     if names is None or len(names) < num_classes:
         names = [f"class_{i + 1}" for i in range(num_classes)]
@@ -83,8 +123,10 @@ def run_teacher_probe(
         "teacher": cfg.teacher.name,
         "data": str(splits.root),
         "image_size": list(size),
-        "train_frames": len(splits.train),
-        "test_frames": len(splits.heldout),
+        "train_frames": len(train_frames),
+        "test_frames": len(test_frames),
+        "labels": "labelled clouds projected into the frames" if clouds else "label images",
+        "skipped_unlabelled_scenes": unlabelled,
         "train_pixels": int(train.labels.numel()),
         "test_pixels": int(test.labels.numel()),
         "steps": steps,

@@ -5,7 +5,10 @@ hold, so a linear classifier on those features — trained on the labelled pixel
 other scenes — is the ceiling of what the student's own linear probe can reach, and it tells which teacher
 layers carry the classes (``teacher.layers``) and which only texture.
 
-For every frame, up to ``pixels_per_frame`` labelled pixels of the image resized to the teacher's input
+Labels come from each frame's label image or, for a scene labelled as a whole (ScanNet: a class per mesh
+vertex), from its labelled cloud projected into the frame and checked against the frame's measured depth
+(:mod:`ppkt.data.label_projection`; sparse, exact where set). For every frame, up to ``pixels_per_frame``
+labelled pixels of the image resized to the teacher's input
 size are drawn (seeded); each layer's map is sampled bilinearly at their centres with the pairing's own
 :func:`~ppkt.models.upl.sample_levels` (the distillation target's cell convention) and
 L2-normalised per layer; a layer subset's features are concatenated, standardised with the training
@@ -16,7 +19,7 @@ pixels (classes absent from them: NaN) and their mean.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ppkt.data.types import FrameRef
+from ppkt.data.label_projection import project_cloud_labels
+from ppkt.data.types import FrameRef, FusedScene
 from ppkt.errors import DataError
 from ppkt.models.teachers import Teacher
 from ppkt.models.upl import sample_levels
@@ -54,21 +58,38 @@ class ProbeScore:
 
 
 def _frame_pixels(
-    teacher: Teacher, ref: FrameRef, image_size: tuple[int, int], n: int, rng: np.random.Generator
+    teacher: Teacher,
+    ref: FrameRef,
+    image_size: tuple[int, int],
+    n: int,
+    rng: np.random.Generator,
+    clouds: Mapping[str, FusedScene],
+    tolerance: float,
 ) -> tuple[list[Tensor], Tensor]:
     frame = ref.folder.read(ref.index)
-    if frame.label is None:
+    cloud = clouds.get(str(ref.folder.root))
+    if cloud is None and frame.label is None:
         raise DataError(
             f"{ref.folder.root}/{ref.folder.frames[ref.index]}: frame has no label image; the teacher probe "
-            "needs frames with per-pixel class labels (e.g. <frame>.label.png)"
+            "needs frames with per-pixel class labels (e.g. <frame>.label.png) or a scene with a labelled "
+            "cloud (ScanNet's <scene>_vh_clean_2.labels.ply)"
         )
     H, W = frame.shape
     h, w = image_size
     ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    # the label under each resized pixel's centre (nearest source pixel)
+    # the source pixel under each resized pixel's centre (nearest)
     sy = np.minimum(((ys + 0.5) * H / h).astype(np.int64), H - 1)
     sx = np.minimum(((xs + 0.5) * W / w).astype(np.int64), W - 1)
-    label = frame.label[sy, sx].reshape(-1)
+    if cloud is not None:  # the scene's labelled cloud (ScanNet's mesh) projected straight into the resized
+        K = frame.K.copy()  # image (every point its own resized pixel), checked against the frame's depth
+        K[0, :] *= w / W
+        K[1, :] *= h / H
+        K[0, 2] += 0.5 * w / W - 0.5  # pixel centres: u' = (u + 0.5) · w / W − 0.5
+        K[1, 2] += 0.5 * h / H - 0.5
+        label = project_cloud_labels(cloud, frame.pose, K, frame.depth[sy, sx], tolerance).reshape(-1)
+    else:
+        assert frame.label is not None
+        label = frame.label[sy, sx].reshape(-1)
     candidates = np.flatnonzero(label > 0)
     if candidates.size == 0:
         return [], torch.zeros(0, dtype=torch.long)
@@ -93,14 +114,19 @@ def pixel_features(
     image_size: tuple[int, int],
     pixels_per_frame: int,
     seed: int,
+    clouds: Mapping[str, FusedScene] | None = None,
+    tolerance: float = 0.05,
 ) -> PixelFeatures:
     """The teacher's features at up to ``pixels_per_frame`` labelled pixels of every frame (see the module
-    docstring). :class:`DataError` names a frame without a label image."""
+    docstring). A frame whose folder has a labelled cloud in ``clouds`` (keyed by ``str(folder.root)``) takes
+    its labels from it (:func:`~ppkt.data.label_projection.project_cloud_labels`, depth agreement within
+    ``tolerance`` metres); any other frame needs a label image, or :class:`DataError` names it."""
     rng = np.random.default_rng(seed)
+    clouds = {} if clouds is None else clouds
     per_level: list[list[Tensor]] = [[] for _ in teacher.out_channels]
     labels: list[Tensor] = []
     for ref in frames:
-        levels, lab = _frame_pixels(teacher, ref, image_size, pixels_per_frame, rng)
+        levels, lab = _frame_pixels(teacher, ref, image_size, pixels_per_frame, rng, clouds, tolerance)
         if lab.numel() == 0:
             continue
         for acc, x in zip(per_level, levels, strict=True):
