@@ -49,6 +49,8 @@ __all__ = [
     "dataset_info",
     "fuse_scene",
     "fusion_recipe",
+    "has_mesh_labels",
+    "labelled_cloud",
     "load_or_fuse",
     "load_or_fuse_all",
     "mesh_scene",
@@ -80,7 +82,9 @@ def _fingerprint(folder: FrameSource, frames: Sequence[int]) -> str:
     return files_fingerprint([path for i in frames for path in folder.frame_files(folder.frames[i])])
 
 
-def _has_mesh_labels(folder: FrameSource) -> bool:
+def has_mesh_labels(folder: FrameSource) -> bool:
+    """Whether the source can label its scene as a whole (an optional ``labelled_cloud()``, e.g. ScanNet's
+    annotated mesh), whether or not this scene's labels exist."""
     return callable(getattr(folder, "labelled_cloud", None))
 
 
@@ -124,7 +128,7 @@ def fusion_recipe(
         "files": _fingerprint(folder, frames),
         "dataset": None if info is None else {"recipe": info["recipe"], "classes": info.get("classes")},
     }
-    if _has_mesh_labels(folder):  # only then: the recipes (and caches) of other sources stay as they were
+    if has_mesh_labels(folder):  # only then: the recipes (and caches) of other sources stay as they were
         recipe["mesh"] = files_fingerprint(_label_files(folder))
     return dict(jsonable(recipe))
 
@@ -295,16 +299,22 @@ def voxel_downsample(cloud: FusedScene, voxel_size: float) -> FusedScene:
     )
 
 
-def mesh_scene(folder: FrameSource, voxel_size: float) -> FusedScene | None:
-    """The source's labelled cloud (its optional ``labelled_cloud()``, e.g. an annotated mesh),
-    voxel-downsampled with :func:`voxel_downsample`, or ``None`` when the source has none."""
+def labelled_cloud(folder: FrameSource) -> FusedScene | None:
+    """The source's labelled cloud (its optional ``labelled_cloud()``, e.g. an annotated mesh), as stored
+    (not downsampled), or ``None`` when the source has none; an empty one is a :class:`DataError`."""
     get = getattr(folder, "labelled_cloud", None)
     cloud = get() if callable(get) else None
     if not isinstance(cloud, FusedScene):
         return None
     if len(cloud) == 0:
         raise DataError(f"{folder.root}: the labelled cloud has no points")
-    return voxel_downsample(cloud, voxel_size)
+    return cloud
+
+
+def mesh_scene(folder: FrameSource, voxel_size: float) -> FusedScene | None:
+    """:func:`labelled_cloud` voxel-downsampled with :func:`voxel_downsample`, or ``None``."""
+    cloud = labelled_cloud(folder)
+    return None if cloud is None else voxel_downsample(cloud, voxel_size)
 
 
 def _cache_folder(recipe: dict[str, Any], cache_dir: str | Path | None) -> CacheFolder:

@@ -78,7 +78,9 @@ OCCLUSION_RELATIVE = 0.05
 OCCLUSION_WINDOW = 3
 
 
-def _resize(image: torch.Tensor, K: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def resize_image(
+    image: torch.Tensor, K: torch.Tensor, size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``[3, H, W]`` image and its ``K`` resized to ``size`` (pixel centres: ``u' = (u + ½)·W'/W − ½``)."""
     H, W = image.shape[-2:]
     if size == (H, W):
@@ -138,7 +140,7 @@ def scan_to_sample(
     for v, c in enumerate(views):
         name = scan.cameras[c]
         image = torch.from_numpy(scan.images[c]).permute(2, 0, 1).float() / 255.0
-        image, K = _resize(image, torch.from_numpy(scan.K[c]).to(torch.float64), size)
+        image, K = resize_image(image, torch.from_numpy(scan.K[c]).to(torch.float64), size)
         T = torch.from_numpy(scan.lidar_to_camera[c]).to(torch.float64)
         cam = points @ T[:3, :3].T + T[:3, 3]
         uv, in_front = pinhole_project(cam, K, min_depth)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ppkt.config import PretrainConfig
-from ppkt.data.fusion import dataset_info
+from ppkt.data.fusion import dataset_info, has_mesh_labels, labelled_cloud
 from ppkt.data.readers import is_lidar_layout
 from ppkt.data.types import FrameRef, FusedScene
 from ppkt.errors import ConfigError, DataError
@@ -26,14 +26,13 @@ def _labelled_clouds(frames: list[FrameRef]) -> tuple[dict[str, FusedScene], lis
     clouds: dict[str, FusedScene] = {}
     unlabelled: list[str] = []
     for root, folder in {str(r.folder.root): r.folder for r in frames}.items():
-        get = getattr(folder, "labelled_cloud", None)
-        if not callable(get):
+        if not has_mesh_labels(folder):
             continue
-        cloud = get()
-        if isinstance(cloud, FusedScene):
-            clouds[root] = cloud
-        else:
+        cloud = labelled_cloud(folder)
+        if cloud is None:
             unlabelled.append(root)
+        else:
+            clouds[root] = cloud
     return clouds, unlabelled
 
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ppkt.data.label_projection import project_cloud_labels
+from ppkt.data.pairing import resize_image
 from ppkt.data.types import FrameRef, FusedScene
 from ppkt.errors import DataError
 from ppkt.models.teachers import Teacher
@@ -80,13 +81,11 @@ def _frame_pixels(
     # the source pixel under each resized pixel's centre (nearest)
     sy = np.minimum(((ys + 0.5) * H / h).astype(np.int64), H - 1)
     sx = np.minimum(((xs + 0.5) * W / w).astype(np.int64), W - 1)
+    image = torch.from_numpy(frame.color).permute(2, 0, 1).float().div(255.0)
+    image, K = resize_image(image, torch.from_numpy(frame.K).to(torch.float64), (h, w))
     if cloud is not None:  # the scene's labelled cloud (ScanNet's mesh) projected straight into the resized
-        K = frame.K.copy()  # image (every point its own resized pixel), checked against the frame's depth
-        K[0, :] *= w / W
-        K[1, :] *= h / H
-        K[0, 2] += 0.5 * w / W - 0.5  # pixel centres: u' = (u + 0.5) · w / W − 0.5
-        K[1, 2] += 0.5 * h / H - 0.5
-        label = project_cloud_labels(cloud, frame.pose, K, frame.depth[sy, sx], tolerance).reshape(-1)
+        # image (every point its own resized pixel), checked against the frame's depth
+        label = project_cloud_labels(cloud, frame.pose, K.numpy(), frame.depth[sy, sx], tolerance).reshape(-1)
     else:
         assert frame.label is not None
         label = frame.label[sy, sx].reshape(-1)
@@ -94,15 +93,9 @@ def _frame_pixels(
     if candidates.size == 0:
         return [], torch.zeros(0, dtype=torch.long)
     pick = rng.choice(candidates, size=min(n, candidates.size), replace=False)
-    image = torch.from_numpy(frame.color).permute(2, 0, 1).float().div(255.0)
-    if (h, w) != (H, W):
-        resized = F.interpolate(
-            image[None], size=(h, w), mode="bilinear", align_corners=False, antialias=True
-        )
-        image = resized[0]
     uv = torch.from_numpy(np.stack([pick % w, pick // w], axis=1)).float()  # pixel centres (u, v)
     with torch.no_grad():
-        maps = teacher(image.clamp(0.0, 1.0)[None])
+        maps = teacher(image[None])
         sampled = sample_levels(maps, teacher.strides, torch.zeros(len(pick), dtype=torch.long), uv)
     levels = [F.normalize(x, dim=1) for x in sampled.split(list(teacher.out_channels), dim=1)]
     return levels, torch.from_numpy(label[pick] - 1).long()
