@@ -3,6 +3,8 @@ loss (PPNCE, distillation, or their weighted sum)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
@@ -21,7 +23,21 @@ from ppkt.models.teachers import build_teacher
 from ppkt.models.upl import UpsamplingProjection, sample_levels, sample_pixels
 from ppkt.sparse import SparseTensor
 from ppkt.training.optim import build_optimizer, trainable, warmup_cosine
-from ppkt.training.resume import TRAIN_PAIRS, VAL_PAIRS, derive_seed
+from ppkt.training.resume import INIT, TRAIN_PAIRS, VAL_PAIRS, derive_seed
+
+#: the modules whose random initialisation draws from its own stream (:func:`seeded_init`)
+INIT_PARTS: tuple[str, ...] = ("teacher", "upl", "student", "head", "distill_head")
+
+
+@contextmanager
+def seeded_init(seed: int, part: str) -> Iterator[None]:
+    """Build module ``part`` (one of :data:`INIT_PARTS`) from its own random stream ``(seed, INIT, part)``,
+    leaving the global generator as it was: the student's initial weights depend on ``trainer.seed`` only,
+    not on which teacher layers, UPL or loss the run builds before it (a variant changes its variable, not
+    the student's init), and a random-init module rebuilt from a run's config is that run's starting point."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, INIT, INIT_PARTS.index(part)))
+        yield
 
 
 def plane_pair_weights(batch: PairedBatch, share: float, generator: torch.Generator | None = None) -> Tensor:
@@ -68,13 +84,18 @@ class PPKTPretrainModule(L.LightningModule):
         self.save_hyperparameters()
         cfg = from_dict(PretrainConfig, config)
         self.cfg = cfg
-        self.teacher = build_teacher(cfg.teacher.name, cfg.teacher.weights, cfg.teacher.layers)
-        self.upl = UpsamplingProjection(
-            self.teacher.out_channels, self.teacher.strides, cfg.upl.dim, cfg.upl.output_stride
-        )
-        self.student = build_student(cfg.student.name, in_channels, backend=cfg.student.backend)
+        seed = cfg.trainer.seed
+        with seeded_init(seed, "teacher"):
+            self.teacher = build_teacher(cfg.teacher.name, cfg.teacher.weights, cfg.teacher.layers)
+        with seeded_init(seed, "upl"):
+            self.upl = UpsamplingProjection(
+                self.teacher.out_channels, self.teacher.strides, cfg.upl.dim, cfg.upl.output_stride
+            )
+        with seeded_init(seed, "student"):
+            self.student = build_student(cfg.student.name, in_channels, backend=cfg.student.backend)
         sync_batchnorm(self.student, cfg.trainer.sync_batchnorm)  # acts under DDP only
-        self.head = ProjectionHead(self.student.out_channels, cfg.upl.dim)
+        with seeded_init(seed, "head"):
+            self.head = ProjectionHead(self.student.out_channels, cfg.upl.dim)
         self.loss = build_pretext_loss(
             cfg.loss.name,
             cfg.loss.weights,
@@ -91,7 +112,8 @@ class PPKTPretrainModule(L.LightningModule):
         )
         spaces = self.loss.spaces
         if "teacher" in spaces:
-            self.distill_head = ProjectionHead(self.student.out_channels, sum(self.teacher.out_channels))
+            with seeded_init(seed, "distill_head"):
+                self.distill_head = ProjectionHead(self.student.out_channels, sum(self.teacher.out_channels))
         if "upl" not in spaces:  # unused: frozen (DDP needs every trainable parameter to get a gradient)
             self.head.requires_grad_(False)
             self.upl.requires_grad_(False)

@@ -30,7 +30,7 @@ from lightning.pytorch.callbacks import Callback, Checkpoint
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 #: independent random streams of one seed (the first key after the seed in :func:`derive_seed`)
-ORDER, SAMPLE, TRAIN_PAIRS, VAL_PAIRS = range(4)
+ORDER, SAMPLE, TRAIN_PAIRS, VAL_PAIRS, INIT = range(5)
 
 #: the checkpoint key of :class:`ResumeState`'s data
 RESUME_KEY = "ppkt_resume"
