@@ -16,6 +16,7 @@ from ppkt.data.synth import (
     CLASS_NAMES,
     Camera,
     DepthNoise,
+    RoomConfig,
     add_depth_noise,
     dataset_matches,
     make_recipe,
@@ -144,10 +145,12 @@ def test_deterministic(tmp_path: Path) -> None:
     assert (foreign / "notes.txt").read_text() == "keep me"
 
 
-def test_at_least_8_classes_and_colour_does_not_decide_class(clean: Path) -> None:
+def colour_to_class_accuracy(root: Path) -> tuple[float, set[int]]:
+    """Balanced accuracy in the second room of a colour → class lookup (8 levels per channel) learnt on the
+    first room, and the classes seen."""
     seen: set[int] = set()
     per_scene: list[tuple[np.ndarray, np.ndarray]] = []
-    for folder in open_scenes(clean):
+    for folder in open_scenes(root):
         codes, labels = [], []
         for i in range(len(folder)):
             fr = folder.read(i)
@@ -157,16 +160,54 @@ def test_at_least_8_classes_and_colour_does_not_decide_class(clean: Path) -> Non
             codes.append((q[..., 0] * 64 + q[..., 1] * 8 + q[..., 2]).ravel())
             labels.append(fr.label.ravel())
         per_scene.append((np.concatenate(codes), np.concatenate(labels)))
-    assert len(seen - {0}) >= 8, sorted(CLASS_NAMES[c] for c in seen)
-    # a colour → class lookup learnt on one room does not transfer to another (balanced accuracy ≈ chance)
     (xa, ya), (xb, yb) = per_scene
     hist = np.zeros((512, len(CLASS_NAMES)))
     np.add.at(hist, (xa, ya), 1.0)
     hist /= np.maximum(hist.sum(0, keepdims=True), 1.0)
     pred = hist.argmax(1)[xb]
     shared = sorted(set(ya.tolist()) & set(yb.tolist()))
-    balanced = float(np.mean([(pred[yb == c] == c).mean() for c in shared]))
+    return float(np.mean([(pred[yb == c] == c).mean() for c in shared])), seen
+
+
+def test_at_least_8_classes_and_colour_does_not_decide_class(clean: Path) -> None:
+    balanced, seen = colour_to_class_accuracy(clean)
+    assert len(seen - {0}) >= 8, sorted(CLASS_NAMES[c] for c in seen)
+    # a colour → class lookup learnt on one room does not transfer to another (balanced accuracy ≈ chance)
     assert balanced < 0.35, balanced
+
+
+def test_natural_appearance_same_rooms_colour_follows_class(clean: Path, tmp_path: Path) -> None:
+    """``appearance: natural`` renders the same rooms, cameras and labels as the default of the same seed
+    (only the colours differ), and there colour does carry the class; only it is named in the recipe (the
+    default's recipe, and so its cache folder, is the one of datasets rendered before the option)."""
+    natural = synthesize(
+        tmp_path / "natural",
+        SCENES,
+        FRAMES,
+        SEED,
+        SIZE,
+        depth_noise=None,
+        room=RoomConfig(appearance="natural"),
+    )
+    for scene in ("scene_0000", "scene_0001"):
+        for name in ("000000.label.png", "000003.instance.png", "000002.depth.png", "000001.pose.txt"):
+            assert (natural / scene / name).read_bytes() == (clean / scene / name).read_bytes(), name
+        assert (natural / scene / "000000.color.png").read_bytes() != (
+            clean / scene / "000000.color.png"
+        ).read_bytes()
+    assert "appearance" not in read_dataset_info(clean)["recipe"]["room"]
+    assert read_dataset_info(natural)["recipe"]["room"]["appearance"] == "natural"
+    assert not dataset_matches(natural, make_recipe(SCENES, FRAMES, SEED, SIZE, depth_noise=None))
+    random_acc, _ = colour_to_class_accuracy(clean)
+    natural_acc, _ = colour_to_class_accuracy(natural)
+    assert natural_acc > random_acc + 0.1, (natural_acc, random_acc)
+
+
+def test_appearance_is_checked() -> None:
+    from ppkt.config import PretrainConfig, load_config
+
+    with pytest.raises(ConfigError, match="appearance"):
+        load_config(PretrainConfig, overrides=["data.synth.appearance=shiny"])
 
 
 def test_label_and_instance_consistent(clean: Path) -> None:

@@ -13,12 +13,19 @@ of its recipe is an error naming it (it is never deleted for you).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ppkt.cache import CacheFolder
-from ppkt.data.synth import dataset_matches, make_recipe, render_dataset
-from ppkt.data.synth.lidar_writer import lidar_dataset_matches, make_lidar_recipe, render_lidar_dataset
+from ppkt.data.synth import RoomConfig, dataset_matches, make_recipe, render_dataset
+from ppkt.data.synth.lidar_writer import (
+    LIDAR_ROOM,
+    lidar_dataset_matches,
+    make_lidar_recipe,
+    render_lidar_dataset,
+)
+from ppkt.data.synth.scene import Appearance
 
 
 def _ensure(
@@ -54,11 +61,13 @@ def ensure_synthetic(
     frames_per_scene: int,
     seed: int,
     image_size: tuple[int, int],
+    appearance: Appearance = "random",
     cache_dir: str | None = None,
     verbose: bool = True,
 ) -> Path:
     """Path of the synthetic dataset of this recipe, rendering it first if the cache lacks it."""
-    recipe = make_recipe(scenes, frames_per_scene, seed, image_size)
+    room = replace(RoomConfig(), appearance=appearance)
+    recipe = make_recipe(scenes, frames_per_scene, seed, image_size, room=room)
     return _ensure("synth", "synthetic dataset", recipe, dataset_matches, render_dataset, cache_dir, verbose)
 
 
@@ -68,12 +77,14 @@ def ensure_synthetic_lidar(
     frames_per_scene: int,
     seed: int,
     image_size: tuple[int, int],
+    appearance: Appearance = "random",
     cache_dir: str | None = None,
     verbose: bool = True,
 ) -> Path:
     """Path of the synthetic LiDAR dataset (rig layout: a 32-beam LiDAR and 4 cameras of ``image_size``
     per frame) of this recipe, rendering it first if the cache lacks it."""
-    recipe = make_lidar_recipe(scenes, frames_per_scene, seed, image_size)
+    room = replace(LIDAR_ROOM, appearance=appearance)
+    recipe = make_lidar_recipe(scenes, frames_per_scene, seed, image_size, room=room)
     return _ensure(
         "synth-lidar",
         "synthetic LiDAR dataset",

@@ -1,8 +1,9 @@
 """The semantic classes, object assets and surface textures of the synthetic indoor scenes.
 
 Every object is a real textured asset shipped with ``pybullet_data``; the class of a pixel is the class of
-the asset that covers it. Appearance is randomised per instance (tint and/or a texture drawn from one pool
-shared by every class, floors and walls included), so colour alone does not tell the class.
+the asset that covers it. By default appearance is randomised per instance (tint and/or a texture drawn from
+one pool shared by every class, floors and walls included), so colour alone does not tell the class;
+``RoomConfig.appearance = "natural"`` keeps each asset's own look instead (:mod:`ppkt.data.synth.scene`).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ from ppkt.data.synth.lidar import LidarModel, cast_sweep
 from ppkt.data.synth.lidar_scene import prepare_lidar_scene
 from ppkt.data.synth.render import render_frame
 from ppkt.data.synth.rig import CameraRig, lidar_pose_from_camera
-from ppkt.data.synth.scene import RoomConfig, build_scene
+from ppkt.data.synth.scene import RoomConfig, build_scene, room_recipe
 from ppkt.data.synth.writer import dataset_matches, read_dataset_info
 from ppkt.errors import ConfigError, DataError
 
@@ -90,7 +90,7 @@ def make_lidar_recipe(
         "seed": int(seed),
         "lidar": asdict(lidar),
         "rig": asdict(rig),
-        "room": asdict(room),
+        "room": room_recipe(room),
     }
     return dict(jsonable(recipe))
 

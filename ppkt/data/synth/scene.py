@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pybullet as p
@@ -19,9 +19,18 @@ import pybullet as p
 from ppkt.data.synth.assets import ASSETS, CLASS_NAMES, TEXTURES, AssetSpec, class_id, data_path, random_tint
 from ppkt.data.synth.trajectory import camera_trajectory
 
-__all__ = ["Plane", "RoomConfig", "Scene", "SceneObject", "build_scene"]
+__all__ = ["APPEARANCES", "Plane", "RoomConfig", "Scene", "SceneObject", "build_scene", "room_recipe"]
 
 SMALL_CLASSES: tuple[str, ...] = ("tray", "teddy", "duck", "mug", "ball", "box", "toy_block")
+
+#: How surfaces and objects look (:attr:`RoomConfig.appearance`).
+APPEARANCES: tuple[str, ...] = ("random", "natural")
+Appearance = Literal["random", "natural"]
+
+#: ``appearance: natural``: floors draw from these textures of the shared pool (wood, tiles)
+FLOOR_TEXTURES: tuple[str, ...] = ("table/table.png", "checker_grid.jpg", "checker_blue.png")
+#: ``appearance: natural``: the ceiling's plain paint
+CEILING_PAINT: tuple[float, float, float, float] = (0.93, 0.93, 0.9, 1.0)
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,21 @@ class RoomConfig:
     camera_margin: float = 0.9
     clearance: float = 0.35
     texture_scale: tuple[float, float] = (0.6, 2.0)
+    #: ``random``: every floor, wall, ceiling and object gets a random tint and a texture from one pool
+    #: shared by all classes (objects half the time), so appearance does not tell the class. ``natural``:
+    #: objects keep their asset's own colours and textures, floors a tinted wood or tile texture, walls a
+    #: plain tint, the ceiling plain off-white — appearance follows the class, as in real rooms. Both draw
+    #: the same random numbers, so a seed gives the same rooms, objects, cameras and labels in both.
+    appearance: Appearance = "random"
+
+
+def room_recipe(room: RoomConfig) -> dict[str, Any]:
+    """``room`` as a recipe entry; the default ``appearance: random`` is left out, so datasets rendered
+    before the option existed keep their recipe (and their cache folder)."""
+    entry = asdict(room)
+    if entry["appearance"] == "random":
+        del entry["appearance"]
+    return entry
 
 
 @dataclass
@@ -128,7 +152,7 @@ class _Builder:
 
     def __init__(self, cid: int, rng: np.random.Generator, cfg: RoomConfig, scene: Scene) -> None:
         self.cid, self.rng, self.cfg, self.scene = cid, rng, cfg, scene
-        self._textures: dict[int, int] = {}
+        self._textures: dict[str, int] = {}
         self.cams = np.array([T[:2, 3] for T in scene.poses])
 
     def register(self, body: int, cls: str, asset: str) -> SceneObject:
@@ -136,20 +160,33 @@ class _Builder:
         self.scene.objects.append(obj)
         return obj
 
-    def texture(self, k: int) -> int:
-        """pybullet id of texture ``TEXTURES[k]``, loaded on first use."""
-        if k not in self._textures:
-            path = str(data_path() / TEXTURES[k])
-            self._textures[k] = int(p.loadTexture(path, physicsClientId=self.cid))
-        return self._textures[k]
+    def texture(self, name: str) -> int:
+        """pybullet id of texture ``name`` (relative to ``pybullet_data``), loaded on first use."""
+        if name not in self._textures:
+            self._textures[name] = int(p.loadTexture(str(data_path() / name), physicsClientId=self.cid))
+        return self._textures[name]
 
-    def paint(self, body: int, texture_prob: float, surface: bool = False) -> None:
-        """Random tint, and with probability ``texture_prob`` a random texture from the shared pool."""
+    def paint(self, body: int, texture_prob: float, surface: str | None = None) -> None:
+        """Random tint, and with probability ``texture_prob`` a random texture from the shared pool
+        (``appearance: random``); ``surface`` names the room surface's class (``None`` for an object).
+
+        With ``appearance: natural`` the same random numbers are drawn (so the rest of the room is the
+        same) but applied by class: an object keeps its own look, a floor takes the tint with a floor
+        texture, a wall the tint alone, the ceiling plain paint."""
         rng = self.rng
         tint = random_tint(rng, (0.0, 0.5), (0.55, 1.0)) if surface else random_tint(rng)
+        textured = rng.random() < texture_prob
+        k = int(rng.integers(len(TEXTURES))) if textured else -1
         kwargs: dict[str, Any] = {"rgbaColor": tint}
-        if rng.random() < texture_prob:
-            kwargs["textureUniqueId"] = self.texture(int(rng.integers(len(TEXTURES))))
+        if self.cfg.appearance == "random":
+            if textured:
+                kwargs["textureUniqueId"] = self.texture(TEXTURES[k])
+        elif surface is None:
+            return  # the asset's own look
+        elif surface == "floor":
+            kwargs["textureUniqueId"] = self.texture(FLOOR_TEXTURES[k % len(FLOOR_TEXTURES)])
+        elif surface == "ceiling":
+            kwargs["rgbaColor"] = CEILING_PAINT
         for link in range(-1, p.getNumJoints(body, physicsClientId=self.cid)):
             p.changeVisualShape(body, link, physicsClientId=self.cid, **kwargs)
 
@@ -162,7 +199,7 @@ class _Builder:
             c = np.array(corners, dtype=np.float64)
             tile = self.rng.uniform(lo_uv, hi_uv)
             body = _quad(self.cid, c, (size[0] / tile, size[1] / tile))
-            self.paint(body, texture_prob=1.0, surface=True)
+            self.paint(body, texture_prob=1.0, surface=cls)
             obj = self.register(body, cls, name)
             n = np.cross(c[1] - c[0], c[2] - c[0])
             n = n / np.linalg.norm(n)
@@ -315,7 +352,7 @@ def build_scene(cid: int, rng: np.random.Generator, index: int, frames: int, cfg
             spec = _pick(rng, order[k % len(order)])
             b.place(spec, top, float(t_hi[2]), items_on_table, on_table=True)
             k += 1
-    # objects get a random tint and, half the time, a random texture from the shared pool
+    # objects get a random tint and, half the time, a random texture from the shared pool (appearance)
     for obj in scene.objects:
         if CLASS_NAMES[obj.cls] not in ("floor", "wall", "ceiling"):
             b.paint(obj.body, texture_prob=0.5)

@@ -35,7 +35,7 @@ from PIL import Image
 from ppkt.cache import jsonable, replace_folder, staged
 from ppkt.data.synth.assets import CLASS_NAMES
 from ppkt.data.synth.render import Camera, DepthNoise, add_depth_noise, render_frame
-from ppkt.data.synth.scene import RoomConfig, build_scene
+from ppkt.data.synth.scene import RoomConfig, build_scene, room_recipe
 from ppkt.errors import ConfigError, DataError
 
 __all__ = [
@@ -86,7 +86,7 @@ def make_recipe(
         "fov_deg": float(fov_deg),
         "depth_noise": None if depth_noise is None else asdict(depth_noise),
         "depth_range": [float(depth_range[0]), float(depth_range[1])],
-        "room": asdict(room),
+        "room": room_recipe(room),
     }
     return dict(jsonable(recipe))
 
