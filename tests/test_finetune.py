@@ -322,6 +322,47 @@ def test_demo_quick(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_demo_with_several_pretraining_runs(tmp_path: Path) -> None:
+    """``pretrain_seeds=[0, 1]``: two pretraining runs (other seeds, so other students), the pretrained
+    jobs from each, pooled cells whose s.e. is over the two runs' means, both runs in the report."""
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), f"pretrain.data.cache_dir={tmp_path / 'cache'}", *TINY_DEMO]
+    grid = ["label_fractions=[1.0]", "label_points=[]", "seeds=[0, 1]", "pretrain_seeds=[0, 1]"]
+    assert main([*args, *grid]) == 0
+    states = [
+        torch.load(out / f"pretrain-seed{p}" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        for p in (0, 1)
+    ]
+    key = next(k for k in states[0] if k.startswith("student.") and k.endswith("weight"))
+    assert not torch.equal(states[0][key], states[1][key])
+    runs = {p.name for p in (out / "runs").iterdir()}
+    assert len(runs) == 2 * 2 * 3 and "finetune-pretrained-p1-labels1-seed0" in runs
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["pretrain_runs"]) == {"pretrain-seed0", "pretrain-seed1"}
+    for row in m["results"]:
+        if row["init"] == "scratch":
+            assert row["seeds"] == 2 and "pretrain_runs" not in row
+            continue
+        assert row["seeds"] == 4 and row["pretrain_runs"] == 2
+        tag = "finetune" if row["mode"] == "finetune" else "probe"
+        means = [
+            np.mean(
+                [
+                    json.loads(
+                        (out / "runs" / f"{tag}-pretrained-p{p}-labels1-seed{s}" / "metrics.json").read_text()
+                    )["test"]["miou"]
+                    for s in (0, 1)
+                ]
+            )
+            for p in (0, 1)
+        ]
+        assert row["miou_mean"] == pytest.approx(np.mean(means))
+        assert row["miou_se"] == pytest.approx(np.std(means, ddof=1) / np.sqrt(2))
+    report = (out / "report.md").read_text()
+    assert "2 pretraining runs × 2 seeds" in report and "| pretrain-seed1 |" in report
+
+
+@pytest.mark.slow
 def test_demo_jobs_run_in_fresh_worker_processes(
     tiny_synth: Path, pretrained_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

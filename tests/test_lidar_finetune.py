@@ -224,7 +224,7 @@ def test_the_lidar_demo_config_runs_one_percent_and_the_probe_on_the_pretraining
     align_finetune_data(cfg)
     f = cfg.finetune.data
     assert (f.layout, f.voxel, f.features, f.test) == ("rig", "cylindrical", ["intensity", "elevation"], 0.25)
-    jobs = dict(demo_jobs(cfg, Path("pre.ckpt")))
+    jobs = {name: fc for name, fc, _ in demo_jobs(cfg, Path("pre.ckpt"))}
     assert len(jobs) == 3 * 2 * 2  # (1 %, probe) × 2 inits × 3 seeds
     one = jobs["finetune-pretrained-labels0.01-seed2"]
     assert (one.labels_mode, one.labels, one.probe, one.init) == ("scenes", 0.01, False, "pre.ckpt")

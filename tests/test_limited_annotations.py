@@ -102,7 +102,7 @@ def test_demo_grid_has_both_protocols_and_the_probe_with_identical_inits() -> No
     cfg = load_config(
         DemoConfig, overrides=["label_fractions=[0.1]", "label_points=[20, 200]", "seeds=[0, 4]"]
     )
-    jobs = dict(demo_jobs(cfg, Path("pre.ckpt")))
+    jobs = {name: fc for name, fc, _ in demo_jobs(cfg, Path("pre.ckpt"))}
     assert len(jobs) == 2 * 2 * 4  # (LR 0.1, LA 20, LA 200, probe) × 2 inits × 2 seeds
     assert "finetune-pretrained-points20-seed4" in jobs and "probe-scratch-labels1-seed0" in jobs
     for name, fc in jobs.items():
@@ -144,9 +144,52 @@ def test_report_shows_each_protocol_with_standard_errors() -> None:
     assert len(rows) == 6
     scratch_la = next(r for r in rows if r["labels_mode"] == "points_per_scene" and r["init"] == "scratch")
     assert scratch_la["miou_se"] == pytest.approx(math.sqrt(8) / math.sqrt(2))  # std / √n
-    report = report_markdown(rows, gains(rows), {"view_consistency_frames": 0.5}, 1.0, "1 test scene")
+    report = report_markdown(
+        rows, gains(rows), {"pretrain": {"view_consistency_frames": 0.5}}, 1.0, "1 test scene"
+    )
     for text in ("limited reconstructions", "limited annotations", "linear probe", "20 points/scene"):
         assert text in report
     assert "| 12.00 ± 2.00 | 21.00 ± 1.00 | +9.00 ± 2.24 |" in report  # mean ± s.e.; gain ± its s.e.
     assert "0.500" in report  # the view consistency of the pretext check
     assert torch.isfinite(torch.tensor([r["miou_se"] for r in rows])).all()
+
+
+def test_several_pretraining_runs_pool_their_cells_with_the_spread_between_runs() -> None:
+    """``pretrain_seeds``: the pretrained jobs of every pretraining run, the scratch jobs once; a pooled cell
+    is the mean of all its runs and its s.e. the one of the mean of the pretraining runs' means."""
+    cfg = load_config(DemoConfig, overrides=["label_fractions=[0.1]", "label_points=[]", "seeds=[0, 1]"])
+    jobs = demo_jobs(cfg, {3: Path("p3.ckpt"), 5: Path("p5.ckpt")})
+    names = {name: (fc.init, p) for name, fc, p in jobs}
+    assert len(jobs) == 2 * 2 * 3  # (LR 0.1, probe) × 2 seeds × (scratch, 2 pretraining runs)
+    assert names["finetune-scratch-labels0.1-seed1"] == ("scratch", None)
+    assert names["finetune-pretrained-p5-labels0.1-seed1"] == ("p5.ckpt", 5)
+    assert names["probe-pretrained-p3-labels1-seed0"] == ("p3.ckpt", 3)
+
+    def run(init: str, seed: int, miou: float, pretrain_seed: int | None = None) -> dict:
+        r = {
+            "init": init,
+            "mode": "finetune",
+            "labels_mode": "scenes",
+            "labels": 0.1,
+            "train_scenes_labelled": 3,
+            "seed": seed,
+            "test": {"miou": miou},
+        }
+        return r if pretrain_seed is None else r | {"pretrain_seed": pretrain_seed}
+
+    scratch = [run("scratch", 0, 10.0), run("scratch", 1, 14.0)]
+    run3 = [run("pretrained", 0, 20.0, 3), run("pretrained", 1, 22.0, 3)]
+    rows = summarize([*scratch, *run3, run("pretrained", 0, 24.0, 5), run("pretrained", 1, 28.0, 5)])
+    by = {r["init"]: r for r in rows}
+    pre = by["pretrained"]
+    assert pre["seeds"] == 4 and pre["pretrain_runs"] == 2 and pre["miou_mean"] == 23.5
+    assert pre["miou_se"] == pytest.approx(math.sqrt(12.5) / math.sqrt(2))  # runs' means 21, 26
+    assert "pretrain_runs" not in by["scratch"] and by["scratch"]["miou_se"] == pytest.approx(2.0)
+    (g,) = gains(rows)
+    assert g["gain"] == 11.5 and g["se"] == pytest.approx(math.sqrt(6.25 + 4.0))
+    runs = {"pretrain-seed3": {"loss_initial": 8.0}, "pretrain-seed5": {"loss_initial": 7.0}}
+    report = report_markdown(rows, [g], runs, 1.0)
+    assert "2 pretraining runs × 2 seeds" in report
+    assert "| pretrain-seed3 | 8.000 |" in report and "| pretrain-seed5 | 7.000 |" in report
+    with pytest.raises(ConfigError, match="pretrain_seeds"):
+        load_config(DemoConfig, overrides=["pretrain_seeds=[1, 1]"])

@@ -22,6 +22,12 @@ class DemoConfig:
     label_points: list[int] = field(default_factory=lambda: [20])
     probe_labels: float = 1.0
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    #: [] = one pretraining run, seeded by ``pretrain.trainer.seed``. Several = one pretraining run per seed
+    #: (``<out>/pretrain-seed<p>``), every fine-tuning seed from each: a pretrained cell pools runs × seeds
+    #: and its standard error is over the runs' means, so it counts how much one pretraining run differs
+    #: from another (on the embedded rooms more than the fine-tuning seeds do), at that many times the
+    #: pretraining time and pretrained jobs
+    pretrain_seeds: list[int] = field(default_factory=list)
     workers: int = 2
 
     def check_machine(self) -> None:
@@ -40,6 +46,8 @@ class DemoConfig:
             raise ConfigError(
                 f"config key 'label_fractions': values must be in (0, 1], got {self.label_fractions}"
             )
+        if len(set(self.pretrain_seeds)) != len(self.pretrain_seeds):
+            raise ConfigError(f"config key 'pretrain_seeds': repeated seeds in {self.pretrain_seeds}")
         if not all(n >= 1 for n in self.label_points):
             raise ConfigError(f"config key 'label_points': values must be >= 1, got {self.label_points}")
 

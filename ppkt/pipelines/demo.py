@@ -15,7 +15,7 @@ from typing import Any, Literal
 from ppkt.config import dump_config, from_dict, to_dict
 from ppkt.config.demo import DemoConfig
 from ppkt.config.finetune import FinetuneConfig, SegDataConfig
-from ppkt.config.pretrain import SourceConfig, share_source
+from ppkt.config.pretrain import PretrainConfig, SourceConfig, share_source
 from ppkt.data.readers import is_lidar_layout, open_scenes
 from ppkt.errors import ConfigError
 from ppkt.pipelines.finetune import run_finetune
@@ -45,23 +45,43 @@ def align_finetune_data(cfg: DemoConfig) -> None:
     cfg.finetune.student = copy.deepcopy(cfg.pretrain.student)
 
 
+def pretraining_runs(cfg: DemoConfig) -> dict[str, PretrainConfig]:
+    """The demo's pretraining runs by folder name: ``pretrain`` (``pretrain_seeds: []``), or
+    ``pretrain-seed<p>`` for every seed of ``pretrain_seeds`` (the pretraining config with that seed)."""
+    if not cfg.pretrain_seeds:
+        return {"pretrain": cfg.pretrain}
+    runs = {}
+    for p in cfg.pretrain_seeds:
+        pc = copy.deepcopy(cfg.pretrain)
+        pc.trainer.seed = p
+        runs[f"pretrain-seed{p}"] = pc
+    return runs
+
+
 def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     start = time.time()
     out = output_dir(out)
     align_finetune_data(cfg)
     dump_config(cfg, out / "config.yaml")
-    pretrain_metrics = run_pretrain(cfg.pretrain, out / "pretrain")
-    ckpt = out / "pretrain" / "checkpoints" / "last.ckpt"
+    pretrain_metrics: dict[str, dict[str, Any]] = {}
+    ckpts: dict[int, Path] = {}
+    for name, pc in pretraining_runs(cfg).items():
+        pretrain_metrics[name] = run_pretrain(pc, out / name)
+        ckpts[pc.trainer.seed] = out / name / "checkpoints" / "last.ckpt"
     splits = load_scene_splits(cfg.finetune.data)
     n = (len(splits.train), len(splits.val), len(splits.test))
     unit = "scans" if is_lidar_layout(cfg.finetune.data.layout) else "scenes"
     print(f"[ppkt] segmentation: {n[0]} train / {n[1]} val / {n[2]} test {unit}")
 
-    runs = run_jobs(demo_jobs(cfg, ckpt), out / "runs", cfg.workers, splits)
+    jobs = demo_jobs(cfg, ckpts if cfg.pretrain_seeds else next(iter(ckpts.values())))
+    runs = run_jobs([(name, fc) for name, fc, _ in jobs], out / "runs", cfg.workers, splits)
+    for (_, _, p), r in zip(jobs, runs, strict=True):
+        if p is not None:
+            r["pretrain_seed"] = p  # pools the cell over pretraining runs (summarize)
 
     rows = summarize(runs)
     gain_rows = gains(rows)
-    panels = feature_panels(cfg, ckpt)
+    panels = feature_panels(cfg, next(iter(ckpts.values())))
     plot_report(out / "report.png", rows, panels)
     minutes = (time.time() - start) / 60
     setting = f"{len(splits.test)} test {unit[:-1]}(s), every labelled point of them" + (
@@ -69,17 +89,24 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
         if cfg.finetune.data.split == "all"
         else ""
     )
-    (out / "report.md").write_text(report_markdown(rows, gain_rows, pretrain_metrics, minutes, setting))
+    report = report_markdown(rows, gain_rows, pretrain_metrics, minutes, setting)
+    (out / "report.md").write_text(report)
     keys = ("init", "mode", "labels_mode", "labels", "miou_mean", "miou_std", "miou_se", "seeds")
     result = {
-        "results": [{k: r[k] for k in keys} for r in rows],
+        "results": [{k: r[k] for k in keys} | _runs_of(r) for r in rows],
         "gains": gain_rows,
-        "pretrain": pretrain_metrics,
+        "pretrain": next(iter(pretrain_metrics.values())),
         "wall_time_min": round(minutes, 2),
     }
+    if cfg.pretrain_seeds:
+        result["pretrain_runs"] = pretrain_metrics
     write_json(out / "metrics.json", result)
-    print((out / "report.md").read_text())
+    print(report)
     return result
+
+
+def _runs_of(row: dict[str, Any]) -> dict[str, Any]:
+    return {"pretrain_runs": row["pretrain_runs"]} if "pretrain_runs" in row else {}
 
 
 #: the demo's cells: (mode, labels_mode) of each protocol
@@ -89,11 +116,12 @@ LIMITED_ANNOTATIONS: tuple[str, LabelsMode] = ("finetune", "points_per_scene")
 LINEAR_PROBE: tuple[str, LabelsMode] = ("probe", "scenes")
 
 
-def demo_jobs(cfg: DemoConfig, ckpt: Path) -> list[tuple[str, FinetuneConfig]]:
-    """Every (cell, init, seed) fine-tuning job, named: limited reconstructions (``label_fractions``),
-    limited annotations (``label_points``), the linear probe (``probe_labels``), each from scratch and
-    from ``ckpt``. Both inits of one seed get the same config but ``init``, hence the same labels, data
-    order and augmentation."""
+def demo_jobs(cfg: DemoConfig, ckpt: Path | dict[int, Path]) -> list[tuple[str, FinetuneConfig, int | None]]:
+    """Every (cell, init, seed) fine-tuning job, named, with the seed of the pretraining run it starts from:
+    limited reconstructions (``label_fractions``), limited annotations (``label_points``), the linear probe
+    (``probe_labels``), each from scratch and from ``ckpt`` — or from every checkpoint of ``{pretraining
+    seed: checkpoint}`` (jobs ``<mode>-pretrained-p<seed>-…``). Both inits of one seed get the same config
+    but ``init``, hence the same labels, data order and augmentation."""
     cells: list[tuple[tuple[str, LabelsMode], float, str]] = [
         (LIMITED_RECONSTRUCTIONS, f, f"labels{f:g}") for f in cfg.label_fractions
     ]
@@ -102,17 +130,22 @@ def demo_jobs(cfg: DemoConfig, ckpt: Path) -> list[tuple[str, FinetuneConfig]]:
     threads = cfg.finetune.trainer.threads
     if cfg.workers > 1:  # share the cores between the worker processes
         threads = max(1, (os.cpu_count() or 1) // cfg.workers)
-    todo: list[tuple[str, FinetuneConfig]] = []
+    inits: list[tuple[str, str, int | None]] = [("scratch", "scratch", None)]
+    if isinstance(ckpt, dict):
+        inits += [(f"pretrained-p{p}", str(path), p) for p, path in ckpt.items()]
+    else:
+        inits.append(("pretrained", str(ckpt), None))
+    todo: list[tuple[str, FinetuneConfig, int | None]] = []
     for seed in cfg.seeds:
         for (mode, labels_mode), labels, tag in cells:
-            for init in ("scratch", "pretrained"):
+            for init, init_value, pretrain_seed in inits:
                 fc: FinetuneConfig = copy.deepcopy(cfg.finetune)
-                fc.init = "scratch" if init == "scratch" else str(ckpt)
+                fc.init = init_value
                 fc.probe, fc.labels_mode, fc.labels = mode == "probe", labels_mode, labels
                 fc.trainer.seed = seed
                 fc.trainer.progress_bar = False
                 fc.trainer.threads = threads
-                todo.append((f"{mode}-{init}-{tag}-seed{seed}", fc))
+                todo.append((f"{mode}-{init}-{tag}-seed{seed}", fc, pretrain_seed))
     return todo
 
 

@@ -41,7 +41,10 @@ def _cell(r: dict[str, Any]) -> Cell:
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Group runs by (init, mode, labels_mode, labels): mean, sample std and standard error of the mean
-    (``std / √n``) of test mIoU over seeds."""
+    (``std / √n``) of test mIoU over seeds. Runs of one group from several pretraining runs (a
+    ``pretrain_seed`` per run) are pooled; the standard error is then the one of the mean of the pretraining
+    runs' means (``std of those means / √runs``: clusters of fine-tuning seeds, so it counts how much one
+    pretraining run differs from another), and the row says ``pretrain_runs``."""
     groups: dict[tuple[str, Cell], list[dict[str, Any]]] = defaultdict(list)
     for r in runs:
         groups[(r["init"], _cell(r))].append(r)
@@ -52,32 +55,39 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ):
         m = np.array([r["test"]["miou"] for r in rs], dtype=float)
         std = float(m.std(ddof=1)) if len(m) > 1 else 0.0
-        rows.append(
-            {
-                "init": init,
-                "mode": mode,
-                "labels_mode": labels_mode,
-                "labels": labels,
-                "labelled_scenes": rs[0]["train_scenes_labelled"],
-                "labelled_points": rs[0].get("train_points_labelled"),
-                "miou_mean": float(m.mean()),
-                "miou_std": std,
-                "miou_se": std / math.sqrt(len(m)),
-                "seeds": len(m),
-            }
-        )
+        row = {
+            "init": init,
+            "mode": mode,
+            "labels_mode": labels_mode,
+            "labels": labels,
+            "labelled_scenes": rs[0]["train_scenes_labelled"],
+            "labelled_points": rs[0].get("train_points_labelled"),
+            "miou_mean": float(m.mean()),
+            "miou_std": std,
+            "miou_se": std / math.sqrt(len(m)),
+            "seeds": len(m),
+        }
+        clusters: dict[Any, list[float]] = defaultdict(list)
+        for r in rs:
+            clusters[r.get("pretrain_seed")].append(float(r["test"]["miou"]))
+        if len(clusters) > 1:
+            means = np.array([np.mean(v) for v in clusters.values()])
+            row["miou_se"] = float(means.std(ddof=1)) / math.sqrt(len(means))
+            row["pretrain_runs"] = len(means)
+        rows.append(row)
     return rows
 
 
 def gains(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Pretrained − scratch per cell, with the standard error of the difference of means."""
+    """Pretrained − scratch per cell, with the standard error of the difference of means (from the two
+    rows' standard errors: ``√(σ²ₚ/n + σ²ₛ/n)`` for plain rows)."""
     by = {(_cell(r), r["init"]): r for r in rows}
     out = []
     for (cell, init), pre in by.items():
         if init != "pretrained" or (cell, "scratch") not in by:
             continue
         scr = by[(cell, "scratch")]
-        se = math.sqrt(pre["miou_std"] ** 2 / pre["seeds"] + scr["miou_std"] ** 2 / scr["seeds"])
+        se = math.sqrt(pre["miou_se"] ** 2 + scr["miou_se"] ** 2)
         gain = pre["miou_mean"] - scr["miou_mean"]
         mode, labels_mode, labels = cell
         out.append(
@@ -105,10 +115,12 @@ def _labels_text(r: dict[str, Any]) -> str:
 def report_markdown(
     rows: list[dict[str, Any]],
     gain_rows: list[dict[str, Any]],
-    pretrain: dict[str, Any],
+    pretrain: dict[str, dict[str, Any]],
     minutes: float,
     setting: str = "",
 ) -> str:
+    """The demo's ``report.md``: the cells, then the pretext check of every pretraining run
+    (``{run folder: its metrics}``)."""
     lines = [
         "# ppkt demo report",
         "",
@@ -132,30 +144,42 @@ def report_markdown(
             f"| {s['miou_mean']:.2f} ± {s['miou_se']:.2f} "
             f"| {p['miou_mean']:.2f} ± {p['miou_se']:.2f} | {g['gain']:+.2f} ± {g['se']:.2f} | {verdict} |"
         )
+    seeds = next((r["seeds"] for r in rows if r["init"] == "scratch"), rows[0]["seeds"] if rows else 0)
+    runs = max((r.get("pretrain_runs", 1) for r in rows), default=1)
     lines += [
         "",
-        f"Seeds per cell: {rows[0]['seeds'] if rows else 0} (mean ± standard error of the mean over seeds; "
-        "s.e. of the gain = √(σ²ₚ/n + σ²ₛ/n)).",
-        "",
+        f"Seeds per cell: {seeds} (mean ± standard error of the mean over seeds; "
+        "s.e. of the gain = √(s.e.²ₚ + s.e.²ₛ)).",
     ]
+    if runs > 1:
+        lines.append(
+            f"Pretrained cells: {runs} pretraining runs × {seeds} seeds, pooled; their s.e. is the one of "
+            "the mean of the runs' means (it counts how much one pretraining run differs from another)."
+        )
+    lines.append("")
     if pretrain:
+        several = len(pretrain) > 1
         lines += [
             "## Pretraining (pretext check on held-out frames)",
             "",
-            "| loss initial | loss final | retrieval top-1 | random init | chance "
+            ("| run " if several else "")
+            + "| loss initial | loss final | retrieval top-1 | random init | chance "
             "| view consistency frames / scene | random init |",
-            "|---|---|---|---|---|---|---|",
-            f"| {pretrain.get('loss_initial', float('nan')):.3f} "
-            f"| {pretrain.get('loss_final', float('nan')):.3f} "
-            f"| {pretrain.get('retrieval_top1_heldout', float('nan')):.4f} "
-            f"| {pretrain.get('retrieval_top1_random_init', float('nan')):.4f} "
-            f"| {pretrain.get('retrieval_chance', float('nan')):.4f} "
-            f"| {_num(pretrain.get('view_consistency_frames'))} / "
-            f"{_num(pretrain.get('view_consistency_scene'))} "
-            f"| {_num(pretrain.get('view_consistency_frames_random_init'))} / "
-            f"{_num(pretrain.get('view_consistency_scene_random_init'))} |",
-            "",
+            ("|---" if several else "") + "|---|---|---|---|---|---|---|",
         ]
+        for name, m in pretrain.items():
+            lines.append(
+                (f"| {name} " if several else "") + f"| {m.get('loss_initial', float('nan')):.3f} "
+                f"| {m.get('loss_final', float('nan')):.3f} "
+                f"| {m.get('retrieval_top1_heldout', float('nan')):.4f} "
+                f"| {m.get('retrieval_top1_random_init', float('nan')):.4f} "
+                f"| {m.get('retrieval_chance', float('nan')):.4f} "
+                f"| {_num(m.get('view_consistency_frames'))} / "
+                f"{_num(m.get('view_consistency_scene'))} "
+                f"| {_num(m.get('view_consistency_frames_random_init'))} / "
+                f"{_num(m.get('view_consistency_scene_random_init'))} |"
+            )
+        lines.append("")
     lines += ["![report](report.png)", "", f"Total wall time: {minutes:.1f} min."]
     return "\n".join(lines) + "\n"
 
