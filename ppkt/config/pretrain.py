@@ -19,6 +19,7 @@ class SynthConfig:
     frames_per_scene: int = 10
     seed: int = 0
     image_size: tuple[int, int] = (240, 320)
+    #: ppkt.data.synth.scene.Appearance, spelled out: importing it here would load pybullet with every config
     appearance: Literal["random", "natural"] = "random"
 
 

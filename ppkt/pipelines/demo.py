@@ -93,7 +93,7 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     (out / "report.md").write_text(report)
     keys = ("init", "mode", "labels_mode", "labels", "miou_mean", "miou_std", "miou_se", "seeds")
     result = {
-        "results": [{k: r[k] for k in keys} | _runs_of(r) for r in rows],
+        "results": [{k: r[k] for k in (*keys, "pretrain_runs") if k in r} for r in rows],
         "gains": gain_rows,
         "pretrain": next(iter(pretrain_metrics.values())),
         "wall_time_min": round(minutes, 2),
@@ -103,10 +103,6 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     write_json(out / "metrics.json", result)
     print(report)
     return result
-
-
-def _runs_of(row: dict[str, Any]) -> dict[str, Any]:
-    return {"pretrain_runs": row["pretrain_runs"]} if "pretrain_runs" in row else {}
 
 
 #: the demo's cells: (mode, labels_mode) of each protocol

@@ -19,12 +19,11 @@ import pybullet as p
 from ppkt.data.synth.assets import ASSETS, CLASS_NAMES, TEXTURES, AssetSpec, class_id, data_path, random_tint
 from ppkt.data.synth.trajectory import camera_trajectory
 
-__all__ = ["APPEARANCES", "Plane", "RoomConfig", "Scene", "SceneObject", "build_scene", "room_recipe"]
+__all__ = ["Appearance", "Plane", "RoomConfig", "Scene", "SceneObject", "build_scene", "room_recipe"]
 
 SMALL_CLASSES: tuple[str, ...] = ("tray", "teddy", "duck", "mug", "ball", "box", "toy_block")
 
 #: How surfaces and objects look (:attr:`RoomConfig.appearance`).
-APPEARANCES: tuple[str, ...] = ("random", "natural")
 Appearance = Literal["random", "natural"]
 
 #: ``appearance: natural``: floors draw from these textures of the shared pool (wood, tiles)
