@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from ppkt.bench import TRAIN_STEP_FACTOR, count_conv_flops, summarize, time_fn
+from ppkt.bench.cases import CASES
 from ppkt.bench.inputs import surface_cloud
 from ppkt.bench.runner import parse_cases
-from ppkt.cli.main import main
+from ppkt.cli.main import build_parser, main
 from ppkt.errors import ConfigError
 from ppkt.sparse import SparseTensor, SubMConv3d
 from ppkt.sparse.spconv import import_spconv
@@ -64,6 +65,15 @@ def test_parse_cases() -> None:
     assert parse_cases("gemm_efficiency,sparse_conv_layer") == ["sparse_conv_layer", "gemm_efficiency"]
     with pytest.raises(ConfigError):
         parse_cases("nope")
+
+
+def test_bench_help_names_every_case(capsys: pytest.CaptureFixture[str]) -> None:
+    """``ppkt bench --help`` lists the cases by hand (the command module does not import them): it must
+    name every one of ``CASES``."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "--help"])
+    named = {w.strip(" ,:;()") for w in capsys.readouterr().out.split()}
+    assert set(CASES) <= named, sorted(set(CASES) - named)
 
 
 def test_cli_bench_tiny(tmp_path: Path) -> None:

@@ -327,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cases",
         help="comma-separated subset of: sparse_conv_layer, unet_step, gemm_efficiency, frame_pipeline, "
-        "pretrain_throughput, memory (default: all)",
+        "pretrain_throughput, memory, contention, step_profile (default: all; BENCHMARKS.md says what each "
+        "measures)",
     )
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
     p.add_argument(
