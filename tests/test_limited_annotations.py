@@ -149,7 +149,14 @@ def test_report_shows_each_protocol_with_standard_errors() -> None:
     )
     for text in ("limited reconstructions", "limited annotations", "linear probe", "20 points/scene"):
         assert text in report
-    assert "| 12.00 ± 2.00 | 21.00 ± 1.00 | +9.00 ± 2.24 |" in report  # mean ± s.e.; gain ± its s.e.
+    assert "| 12.00 ± 2.00 | 21.00 ± 1.00 | +9.00 ± 2.24 | n/a |" in report  # mean ± s.e.; gain ± its s.e.
+    # with the runs: the paired s.e. from the per-seed differences 10 and 8 (std √2, over √2 seeds)
+    paired = gains(rows, runs)
+    assert [g["paired_se"] for g in paired] == pytest.approx([1.0, 1.0, 1.0])
+    assert "| +9.00 ± 2.24 | 1.00 | gain > 2 s.e. |" in report_markdown(rows, paired, {}, 1.0)
+    # a pretrained run whose seed has no scratch run: no pairing
+    unpaired = runs[:1] + runs[2:4]  # scratch seed 0; pretrained seeds 0 and 1
+    assert gains(summarize(unpaired), unpaired)[0]["paired_se"] is None
     assert "0.500" in report  # the view consistency of the pretext check
     assert torch.isfinite(torch.tensor([r["miou_se"] for r in rows])).all()
 
@@ -187,6 +194,9 @@ def test_several_pretraining_runs_pool_their_cells_with_the_spread_between_runs(
     assert "pretrain_runs" not in by["scratch"] and by["scratch"]["miou_se"] == pytest.approx(2.0)
     (g,) = gains(rows)
     assert g["gain"] == 11.5 and g["se"] == pytest.approx(math.sqrt(6.25 + 4.0))
+    # paired: run 3's per-seed differences 10, 8 (mean 9), run 5's 14, 14 (mean 14): s.e. over the two runs
+    all_runs = [*scratch, *run3, run("pretrained", 0, 24.0, 5), run("pretrained", 1, 28.0, 5)]
+    assert gains(rows, all_runs)[0]["paired_se"] == pytest.approx(math.sqrt(12.5) / math.sqrt(2))
     runs = {"pretrain-seed3": {"loss_initial": 8.0}, "pretrain-seed5": {"loss_initial": 7.0}}
     report = report_markdown(rows, [g], runs, 1.0)
     assert "2 pretraining runs × 2 seeds" in report

@@ -80,7 +80,7 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
             r["pretrain_seed"] = p  # pools the cell over pretraining runs (summarize)
 
     rows = summarize(runs)
-    gain_rows = gains(rows)
+    gain_rows = gains(rows, runs)
     panels = feature_panels(cfg, next(iter(ckpts.values())))
     plot_report(out / "report.png", rows, panels)
     minutes = (time.time() - start) / 60

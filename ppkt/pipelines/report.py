@@ -78,9 +78,31 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def gains(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def paired_se(runs: list[dict[str, Any]], cell: Cell) -> float | None:
+    """The standard error of the gain in ``cell`` from the per-seed differences, pretrained − scratch with
+    the same fine-tuning ``seed`` (both inits then share the seed's labelled scenes or points, data order
+    and augmentation, so what the seed does to both cancels): ``std(d) / √n`` over the seeds, or, with
+    several pretraining runs, the std of the runs' mean differences / √runs. ``None`` when some pretrained
+    run has no scratch run of its seed, or there is a single seed."""
+    scratch = {r["seed"]: float(r["test"]["miou"]) for r in runs if r["init"] == "scratch" and _cell(r) == cell}
+    diffs: dict[Any, list[float]] = defaultdict(list)
+    for r in runs:
+        if r["init"] != "pretrained" or _cell(r) != cell:
+            continue
+        if r.get("seed") not in scratch:
+            return None
+        diffs[r.get("pretrain_seed")].append(float(r["test"]["miou"]) - scratch[r["seed"]])
+    if len(diffs) > 1:
+        means = np.array([np.mean(v) for v in diffs.values()])
+        return float(means.std(ddof=1)) / math.sqrt(len(means))
+    d = np.array(next(iter(diffs.values()), []))
+    return float(d.std(ddof=1)) / math.sqrt(len(d)) if len(d) > 1 else None
+
+
+def gains(rows: list[dict[str, Any]], runs: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Pretrained − scratch per cell, with the standard error of the difference of means (from the two
-    rows' standard errors: ``√(σ²ₚ/n + σ²ₛ/n)`` for plain rows)."""
+    rows' standard errors: ``√(σ²ₚ/n + σ²ₛ/n)`` for plain rows; ``significant`` = gain > 2 of it) and, given
+    the ``runs``, the paired one (:func:`paired_se`, ``paired_se``; ``None`` where it cannot be formed)."""
     by = {(_cell(r), r["init"]): r for r in rows}
     out = []
     for (cell, init), pre in by.items():
@@ -90,16 +112,17 @@ def gains(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         se = math.sqrt(pre["miou_se"] ** 2 + scr["miou_se"] ** 2)
         gain = pre["miou_mean"] - scr["miou_mean"]
         mode, labels_mode, labels = cell
-        out.append(
-            {
-                "mode": mode,
-                "labels_mode": labels_mode,
-                "labels": labels,
-                "gain": gain,
-                "se": se,
-                "significant": gain > 2 * se,
-            }
-        )
+        row = {
+            "mode": mode,
+            "labels_mode": labels_mode,
+            "labels": labels,
+            "gain": gain,
+            "se": se,
+            "significant": gain > 2 * se,
+        }
+        if runs is not None:
+            row["paired_se"] = paired_se(runs, cell)
+        out.append(row)
     return sorted(out, key=lambda g: (g["mode"], g["labels_mode"] != "scenes", g["labels_mode"], g["labels"]))
 
 
@@ -131,8 +154,8 @@ def report_markdown(
         "keeps its labels; *limited annotations* = a fixed number of labelled points per training scene, "
         "chosen by the seed; *linear probe* = frozen backbone, a new linear head.",
         "",
-        "| protocol | labels | scratch | pretrained | gain ± s.e. | verdict |",
-        "|---|---|---|---|---|---|",
+        "| protocol | labels | scratch | pretrained | gain ± s.e. | paired s.e. | verdict |",
+        "|---|---|---|---|---|---|---|",
     ]
     by = {(_cell(r), r["init"]): r for r in rows}
     for g in gain_rows:
@@ -142,14 +165,17 @@ def report_markdown(
         lines.append(
             f"| {PROTOCOLS.get(cell[:2], f'{cell[0]} ({cell[1]})')} | {_labels_text(s)} "
             f"| {s['miou_mean']:.2f} ± {s['miou_se']:.2f} "
-            f"| {p['miou_mean']:.2f} ± {p['miou_se']:.2f} | {g['gain']:+.2f} ± {g['se']:.2f} | {verdict} |"
+            f"| {p['miou_mean']:.2f} ± {p['miou_se']:.2f} | {g['gain']:+.2f} ± {g['se']:.2f} "
+            f"| {_num(g.get('paired_se'), 2)} | {verdict} |"
         )
     seeds = next((r["seeds"] for r in rows if r["init"] == "scratch"), rows[0]["seeds"] if rows else 0)
     runs = max((r.get("pretrain_runs", 1) for r in rows), default=1)
     lines += [
         "",
         f"Seeds per cell: {seeds} (mean ± standard error of the mean over seeds; "
-        "s.e. of the gain = √(s.e.²ₚ + s.e.²ₛ)).",
+        "s.e. of the gain = √(s.e.²ₚ + s.e.²ₛ), the verdict's). Paired s.e.: from the per-seed differences "
+        "(both inits share a seed's labels, data order and augmentation, so what the seed does to both — "
+        "e.g. which room is labelled — cancels); n/a with one seed.",
     ]
     if runs > 1:
         lines.append(
@@ -184,8 +210,8 @@ def report_markdown(
     return "\n".join(lines) + "\n"
 
 
-def _num(v: Any) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+def _num(v: Any, digits: int = 3) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
 def _pca_rgb(feats: torch.Tensor) -> np.ndarray:
