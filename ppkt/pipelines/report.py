@@ -84,7 +84,9 @@ def paired_se(runs: list[dict[str, Any]], cell: Cell) -> float | None:
     and augmentation, so what the seed does to both cancels): ``std(d) / √n`` over the seeds, or, with
     several pretraining runs, the std of the runs' mean differences / √runs. ``None`` when some pretrained
     run has no scratch run of its seed, or there is a single seed."""
-    scratch = {r["seed"]: float(r["test"]["miou"]) for r in runs if r["init"] == "scratch" and _cell(r) == cell}
+    scratch = {
+        r["seed"]: float(r["test"]["miou"]) for r in runs if r["init"] == "scratch" and _cell(r) == cell
+    }
     diffs: dict[Any, list[float]] = defaultdict(list)
     for r in runs:
         if r["init"] != "pretrained" or _cell(r) != cell:
