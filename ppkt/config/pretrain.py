@@ -116,6 +116,9 @@ class DataConfig(SourceConfig):
     heldout: float = 0.2
     heldout_mode: Literal["auto", "scenes", "tail"] = "auto"
     image_size: tuple[int, int] = (240, 320)
+    #: what the teacher sees of an RGB-D frame (ppkt.data.teacher_input): rgb | hha (the depth as HHA) |
+    #: rgb+hha (both, the teacher's maps concatenated); LiDAR scans: rgb only
+    teacher_input: Literal["rgb", "hha", "rgb+hha"] = "rgb"
     skip_bad: bool = False
     #: LiDAR frames: a point seen by several cameras is paired with all of them, the nearest, or a random one
     multi_camera: Literal["all", "nearest", "random"] = "all"
@@ -153,6 +156,12 @@ class DataConfig(SourceConfig):
         self.augment.color_jitter.check(key(aug, "color_jitter"))
         self.pairing.validate(key(prefix, "pairing"))
         self.check_pairing_fits_layout(prefix)
+        checks.one_of(prefix, "teacher_input", self.teacher_input, ["rgb", "hha", "rgb+hha"])
+        if self.teacher_input != "rgb" and is_lidar_layout(self.layout):
+            raise ConfigError(
+                f"config key '{key(prefix, 'teacher_input')}': {self.teacher_input!r} encodes an RGB-D "
+                f"frame's depth image; layout {self.layout!r} reads LiDAR scans (no depth image): use rgb"
+            )
 
     def check_pairing_fits_layout(self, prefix: str = "data") -> None:
         """Fused pairing (``window`` / ``scene``) is for RGB-D frames: a LiDAR scan is paired with its own

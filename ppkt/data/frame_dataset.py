@@ -48,23 +48,37 @@ def read_sample(
     max_depth: float = float("inf"),
     multi_camera: str = "all",
     occlusion: Mapping[str, float] | None = None,
+    teacher_input: str = "rgb",
+    up_axis: int = 2,
 ) -> PairedSample:
     """Read frame ``ref`` as a paired sample: an RGB-D frame by back-projection (depth in ``[min_depth,
-    max_depth]``), a LiDAR scan by projection into its cameras (:func:`~ppkt.data.pairing.scan_to_sample`:
-    camera depth ≥ ``min_depth``, the ``multi_camera`` rule, ``occlusion`` = its ``occlusion_tolerance``,
-    ``occlusion_relative``, ``occlusion_window`` arguments, defaults where absent); ``sources`` is ``ref`` for
-    every image. A frame without a point is a :class:`DataError` naming its file."""
+    max_depth]``; the teacher's image ``teacher_input``, :mod:`ppkt.data.teacher_input`), a LiDAR scan by
+    projection into its cameras (:func:`~ppkt.data.pairing.scan_to_sample`: camera depth ≥ ``min_depth``, the
+    ``multi_camera`` rule, ``occlusion`` = its ``occlusion_tolerance``, ``occlusion_relative``,
+    ``occlusion_window`` arguments, defaults where absent); ``sources`` is ``ref`` for every image. A frame
+    without a point is a :class:`DataError` naming its file."""
     item: Any = ref.folder.read(ref.index)
     if isinstance(item, Scan):
+        _check_scan_input(item, teacher_input)
         sample = scan_to_sample(item, min_depth=min_depth, multi_camera=multi_camera, **_occlusion(occlusion))
         if sample.points.shape[0] == 0:
             raise DataError(f"{item.points_path}: the scan has no points")
     else:
-        sample = frame_to_sample(item, min_depth=min_depth, max_depth=max_depth)
+        sample = frame_to_sample(
+            item, min_depth=min_depth, max_depth=max_depth, teacher_input=teacher_input, up_axis=up_axis
+        )
         if sample.points.shape[0] == 0:
             raise DataError(f"{item.depth_path}: no depth in range [{min_depth}, {max_depth}] m")
     sample.sources = (ref,) * int(sample.images.shape[0])
     return sample
+
+
+def _check_scan_input(scan: Scan, teacher_input: str) -> None:
+    if teacher_input != "rgb":
+        raise ConfigError(
+            f"config key 'data.teacher_input': {teacher_input!r} encodes an RGB-D frame's depth image; "
+            f"{scan.points_path} is a LiDAR scan (no depth image): use rgb"
+        )
 
 
 def split_frames(
@@ -151,6 +165,8 @@ class FrameDataset(Dataset[PairedSample | None]):
         depth_tolerance: float = 0.05,
         multi_camera: str = "all",
         occlusion: Mapping[str, float] | None = None,
+        teacher_input: str = "rgb",
+        up_axis: int = 2,
     ) -> None:
         if multi_camera not in MULTI_CAMERA_RULES:
             raise ValueError(f"multi_camera must be one of {list(MULTI_CAMERA_RULES)}, got {multi_camera!r}")
@@ -162,6 +178,7 @@ class FrameDataset(Dataset[PairedSample | None]):
         self.fuse_voxel_size, self.depth_tolerance = fuse_voxel_size, depth_tolerance
         self.multi_camera = multi_camera
         self.occlusion = _occlusion(occlusion)
+        self.teacher_input, self.up_axis = teacher_input, up_axis
 
     def __len__(self) -> int:
         return len(self.items)
@@ -186,7 +203,11 @@ class FrameDataset(Dataset[PairedSample | None]):
     def _scan(self, ref: FrameRef) -> PairedSample | None:
         try:
             return read_sample(
-                ref, min_depth=self.min_depth, multi_camera=self.multi_camera, occlusion=self.occlusion
+                ref,
+                min_depth=self.min_depth,
+                multi_camera=self.multi_camera,
+                occlusion=self.occlusion,
+                teacher_input=self.teacher_input,
             )
         except DataError as e:
             if not self.skip_bad:
@@ -206,10 +227,11 @@ class FrameDataset(Dataset[PairedSample | None]):
         if not good:
             return None
         frames = [frame for _, frame in good]
+        look: dict[str, Any] = {"teacher_input": self.teacher_input, "up_axis": self.up_axis}
         if self.fuse_voxel_size is None:
             if len(frames) != 1:
                 raise ValueError("FrameDataset: a window of several frames needs fuse_voxel_size")
-            sample = frame_to_sample(frames[0], min_depth=self.min_depth, max_depth=self.max_depth)
+            sample = frame_to_sample(frames[0], min_depth=self.min_depth, max_depth=self.max_depth, **look)
         else:
             sample = frames_to_sample(
                 frames,
@@ -217,6 +239,7 @@ class FrameDataset(Dataset[PairedSample | None]):
                 depth_tolerance=self.depth_tolerance,
                 min_depth=self.min_depth,
                 max_depth=self.max_depth,
+                **look,
             )
         sample.sources = tuple(ref for ref, _ in good)
         if self.attach is not None:

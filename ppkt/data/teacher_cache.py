@@ -16,7 +16,8 @@ An entry is keyed by (scene root, frame name) for a single-image frame and by (s
 camera name) for a camera of a multi-camera frame.
 
 The directory is keyed by the recipe (teacher name, the weights file's path/size/mtime, layers, strides,
-channels, cache image size, :data:`FEATURE_CACHE_VERSION`); a frame file also stores the fingerprint of the
+channels, cache image size, the teacher's input when it is not ``rgb`` (:mod:`ppkt.data.teacher_input`),
+:data:`FEATURE_CACHE_VERSION`); a frame file also stores the fingerprint of the
 frame's own files (sizes and mtimes), so an edited frame is recomputed and never served stale. It is a
 :class:`~ppkt.cache.CacheFolder` of items: ``recipe.json`` and each frame file are published atomically, and
 a valid frame file another process published is kept, never rewritten (:meth:`~ppkt.cache.CacheFolder.store`).
@@ -84,8 +85,9 @@ class FeatureCache:
         strides: Sequence[int],
         channels: Sequence[int],
         image_size: Sequence[int],
+        teacher_input: str = "rgb",
     ) -> dict[str, Any]:
-        return {
+        recipe = {
             "version": FEATURE_CACHE_VERSION,
             "teacher": teacher,
             "weights": weights_identity(weights),
@@ -94,6 +96,9 @@ class FeatureCache:
             "channels": [int(c) for c in channels],
             "image_size": [int(image_size[0]), int(image_size[1])],
         }
+        if teacher_input != "rgb":  # (absent for rgb: the caches filled before the key existed stay valid)
+            recipe["input"] = teacher_input
+        return recipe
 
     # ------------------------------------------------------------------ paths and keys
     @staticmethod

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from ppkt.config import PretrainConfig
 from ppkt.data.frame_dataset import read_sample, source_cameras
 from ppkt.data.teacher_cache import FeatureCache
+from ppkt.data.teacher_input import input_parts
 from ppkt.data.types import FrameRef
 from ppkt.errors import DataError
 from ppkt.models.teachers import Teacher, build_teacher
@@ -27,6 +28,7 @@ def feature_cache_for(cfg: PretrainConfig, teacher: Teacher) -> FeatureCache:
         teacher.strides,
         teacher.out_channels,
         cfg.data.image_size,
+        cfg.data.teacher_input,
     )
     return FeatureCache(recipe, cfg.data.cache_dir)
 
@@ -47,7 +49,12 @@ def fill_feature_cache(
     another process sharing the cache published in the meantime is reused, not computed again. Returns the
     cache and ``{frames, computed, reused, skipped, seconds, bytes}``.
     """
-    net = teacher or build_teacher(cfg.teacher.name, cfg.teacher.weights, cfg.teacher.layers)
+    net = teacher or build_teacher(
+        cfg.teacher.name,
+        cfg.teacher.weights,
+        cfg.teacher.layers,
+        inputs=len(input_parts(cfg.data.teacher_input)),
+    )
     cache = feature_cache_for(cfg, net)
     start = time.perf_counter()
 
@@ -76,7 +83,14 @@ def fill_feature_cache(
         if k > 0 and cached(ref, source_cameras(ref.folder)):  # published by another process
             continue
         try:
-            sample = read_sample(ref, min_depth=d.min_depth, max_depth=d.max_depth, multi_camera="all")
+            sample = read_sample(
+                ref,
+                min_depth=d.min_depth,
+                max_depth=d.max_depth,
+                multi_camera="all",
+                teacher_input=d.teacher_input,
+                up_axis=d.up_axis,
+            )
         except DataError as e:
             if not d.skip_bad:
                 raise

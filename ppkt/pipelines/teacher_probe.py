@@ -11,6 +11,7 @@ from typing import Any
 from ppkt.config import PretrainConfig
 from ppkt.data.fusion import dataset_info, has_mesh_labels, labelled_cloud
 from ppkt.data.readers import is_lidar_layout
+from ppkt.data.teacher_input import input_parts
 from ppkt.data.types import FrameRef, FusedScene
 from ppkt.errors import ConfigError, DataError
 from ppkt.models.teachers import build_teacher
@@ -77,12 +78,14 @@ def run_teacher_probe(
             f"{splits.root}: the teacher probe needs labelled training and held-out frames; the labelled "
             f"scenes hold {len(train_frames)} and {len(test_frames)}"
         )
-    teacher = build_teacher(cfg.teacher.name, cfg.teacher.weights, cfg.teacher.layers)
+    look = cfg.data.teacher_input
+    teacher = build_teacher(cfg.teacher.name, cfg.teacher.weights, cfg.teacher.layers, len(input_parts(look)))
     size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
     tolerance = cfg.data.pairing.depth_tolerance
     seed, n = cfg.trainer.seed, pixels_per_frame
-    train = pixel_features(teacher, train_frames, size, n, seed, clouds, tolerance)
-    test = pixel_features(teacher, test_frames, size, n, seed + 1, clouds, tolerance)
+    up = cfg.data.up_axis
+    train = pixel_features(teacher, train_frames, size, n, seed, clouds, tolerance, look, up)
+    test = pixel_features(teacher, test_frames, size, n, seed + 1, clouds, tolerance, look, up)
     info = dataset_info(train_frames[0].folder)
     names = list(info["classes"])[1:] if info and info.get("classes") else None
     cloud_names = next((c.class_names for c in clouds.values() if c.class_names), None)
@@ -122,6 +125,7 @@ def run_teacher_probe(
         "teacher": cfg.teacher.name,
         "data": str(splits.root),
         "image_size": list(size),
+        "teacher_input": look,
         "train_frames": len(train_frames),
         "test_frames": len(test_frames),
         "labels": "labelled clouds projected into the frames" if clouds else "label images",

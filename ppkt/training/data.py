@@ -140,6 +140,8 @@ def make_loader(
         depth_tolerance=p.depth_tolerance,
         multi_camera=cfg.multi_camera,
         occlusion=occlusion_args(cfg),
+        teacher_input=cfg.teacher_input,
+        up_axis=cfg.up_axis,
     )
     workers = cfg.num_workers if num_workers is None else num_workers
     return DataLoader(

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from ppkt.config import PretrainConfig, from_dict, to_dict
 from ppkt.data.sample import PairedBatch
+from ppkt.data.teacher_input import input_parts
 from ppkt.distributed import all_true
 from ppkt.geometry.planes import plane_mask
 from ppkt.losses import build_pretext_loss
@@ -86,7 +87,12 @@ class PPKTPretrainModule(L.LightningModule):
         self.cfg = cfg
         seed = cfg.trainer.seed
         with seeded_init(seed, "teacher"):
-            self.teacher = build_teacher(cfg.teacher.name, cfg.teacher.weights, cfg.teacher.layers)
+            self.teacher = build_teacher(
+                cfg.teacher.name,
+                cfg.teacher.weights,
+                cfg.teacher.layers,
+                inputs=len(input_parts(cfg.data.teacher_input)),
+            )
         with seeded_init(seed, "upl"):
             self.upl = UpsamplingProjection(
                 self.teacher.out_channels, self.teacher.strides, cfg.upl.dim, cfg.upl.output_stride

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from ppkt.data.label_projection import project_cloud_labels
 from ppkt.data.pairing import resize_image
+from ppkt.data.teacher_input import teacher_image
 from ppkt.data.types import FrameRef, FusedScene
 from ppkt.errors import DataError
 from ppkt.models.teachers import Teacher
@@ -66,6 +67,8 @@ def _frame_pixels(
     rng: np.random.Generator,
     clouds: Mapping[str, FusedScene],
     tolerance: float,
+    teacher_input: str = "rgb",
+    up_axis: int = 2,
 ) -> tuple[list[Tensor], Tensor]:
     frame = ref.folder.read(ref.index)
     cloud = clouds.get(str(ref.folder.root))
@@ -81,7 +84,7 @@ def _frame_pixels(
     # the source pixel under each resized pixel's centre (nearest)
     sy = np.minimum(((ys + 0.5) * H / h).astype(np.int64), H - 1)
     sx = np.minimum(((xs + 0.5) * W / w).astype(np.int64), W - 1)
-    image = torch.from_numpy(frame.color).permute(2, 0, 1).float().div(255.0)
+    image = teacher_image(frame, teacher_input, up_axis)
     image, K = resize_image(image, torch.from_numpy(frame.K).to(torch.float64), (h, w))
     if cloud is not None:  # the scene's labelled cloud (ScanNet's mesh) projected straight into the resized
         # image (every point its own resized pixel), checked against the frame's depth
@@ -109,17 +112,22 @@ def pixel_features(
     seed: int,
     clouds: Mapping[str, FusedScene] | None = None,
     tolerance: float = 0.05,
+    teacher_input: str = "rgb",
+    up_axis: int = 2,
 ) -> PixelFeatures:
     """The teacher's features at up to ``pixels_per_frame`` labelled pixels of every frame (see the module
     docstring). A frame whose folder has a labelled cloud in ``clouds`` (keyed by ``str(folder.root)``) takes
     its labels from it (:func:`~ppkt.data.label_projection.project_cloud_labels`, depth agreement within
-    ``tolerance`` metres); any other frame needs a label image, or :class:`DataError` names it."""
+    ``tolerance`` metres); any other frame needs a label image, or :class:`DataError` names it. The teacher
+    sees each frame's ``teacher_input`` image (:func:`~ppkt.data.teacher_input.teacher_image`)."""
     rng = np.random.default_rng(seed)
     clouds = {} if clouds is None else clouds
     per_level: list[list[Tensor]] = [[] for _ in teacher.out_channels]
     labels: list[Tensor] = []
     for ref in frames:
-        levels, lab = _frame_pixels(teacher, ref, image_size, pixels_per_frame, rng, clouds, tolerance)
+        levels, lab = _frame_pixels(
+            teacher, ref, image_size, pixels_per_frame, rng, clouds, tolerance, teacher_input, up_axis
+        )
         if lab.numel() == 0:
             continue
         for acc, x in zip(per_level, levels, strict=True):

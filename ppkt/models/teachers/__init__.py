@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Sequence
 
 from ppkt.errors import WeightsError
-from ppkt.models.teachers.base import Teacher, load_weights, select_layers
+from ppkt.models.teachers.base import StackedTeacher, Teacher, load_weights, select_layers
 from ppkt.models.teachers.dinov2 import DINOV2_MODEL_IDS, DINOv2, load_dinov2
 from ppkt.models.teachers.efficientnet_lite import (
     EFFICIENTNET_LITE0_LAYERS,
@@ -40,6 +40,7 @@ __all__ = [
     "DINOv2",
     "EfficientNetLite0",
     "ResNet",
+    "StackedTeacher",
     "Teacher",
     "build_teacher",
     "load_dinov2",
@@ -120,9 +121,13 @@ def teacher_layer_choices(name: str) -> list[str] | None:
 
 
 def build_teacher(
-    name: str, weights: str | os.PathLike[str] | None = None, layers: Sequence[str] | None = None
+    name: str,
+    weights: str | os.PathLike[str] | None = None,
+    layers: Sequence[str] | None = None,
+    inputs: int = 1,
 ) -> Teacher:
-    """Build the frozen teacher ``name`` with its weights loaded.
+    """Build the frozen teacher ``name`` with its weights loaded; with ``inputs > 1`` it runs on that many
+    3-channel images stacked along the channels, its maps concatenated (:class:`StackedTeacher`).
 
     Args:
         name: a key of :data:`TEACHERS` (e.g. ``"efficientnet_lite0"``).
@@ -141,4 +146,5 @@ def build_teacher(
         raise ValueError(f"unknown teacher {name!r}; known teachers: {sorted(TEACHERS)}")
     if weights is not None:
         weights = os.path.expanduser(weights)  # like data.root; a Hugging Face model id is unchanged
-    return TEACHERS[name](weights=weights, layers=layers)
+    teacher = TEACHERS[name](weights=weights, layers=layers)
+    return teacher if inputs == 1 else StackedTeacher(teacher, inputs)

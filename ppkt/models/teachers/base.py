@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from ppkt.errors import WeightsError
 from ppkt.models.state import check_state_dict
 
-__all__ = ["Teacher", "load_weights", "select_layers"]
+__all__ = ["StackedTeacher", "Teacher", "load_weights", "select_layers"]
 
 
 class Teacher(nn.Module, abc.ABC):
@@ -77,6 +77,37 @@ class Teacher(nn.Module, abc.ABC):
         self.check_images(images)
         with torch.no_grad():
             return self.extract(images)
+
+
+class StackedTeacher(Teacher):
+    """One frozen teacher run on ``parts`` images stacked along the channels (``[B, 3·parts, H, W]``, e.g.
+    an RGB image and an HHA depth encoding: :mod:`ppkt.data.teacher_input`); each layer's maps of the parts
+    are concatenated along the channels, so ``out_channels`` are ``parts`` times the base teacher's and the
+    strides are its strides."""
+
+    def __init__(self, base: Teacher, parts: int) -> None:
+        super().__init__()
+        if parts < 2:
+            raise ValueError(f"StackedTeacher: parts must be >= 2, got {parts}")
+        self.base, self.parts = base, parts
+        self.name = base.name
+        self.layers = list(base.layers)
+        self.out_channels = [parts * c for c in base.out_channels]
+        self.strides = list(base.strides)
+        self.freeze()
+
+    def check_images(self, images: Tensor) -> None:
+        if isinstance(images, Tensor) and images.dim() == 4 and images.shape[1] != 3 * self.parts:
+            raise ValueError(
+                f"{self.name}: images must have shape [B, {3 * self.parts}, H, W] ({self.parts} stacked "
+                f"3-channel images), got {tuple(images.shape)}"
+            )
+        for part in images.split(3, dim=1) if isinstance(images, Tensor) and images.dim() == 4 else [images]:
+            self.base.check_images(part)
+
+    def extract(self, images: Tensor) -> list[Tensor]:
+        maps = [self.base.extract(part) for part in images.split(3, dim=1)]
+        return [torch.cat(level, dim=1) for level in zip(*maps, strict=True)]
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
