@@ -139,4 +139,7 @@ def test_the_demo_and_ppkt_pretrain_default_to_the_paper_s_per_frame_pairing() -
 
     demo, plain = DemoConfig().pretrain, PretrainConfig()
     assert (demo.data.pairing.mode, demo.trainer.batch_size) == ("frame", 8)
+    # the demo differs from ``ppkt pretrain`` in one key only: its teacher sees the depth as HHA
+    assert (demo.data.teacher_input, plain.data.teacher_input) == ("hha", "rgb")
+    demo.data.teacher_input = plain.data.teacher_input
     assert demo == plain
