@@ -64,6 +64,26 @@ def test_hha_of_a_floor_and_a_wall() -> None:
     assert float(hha_image(near, f.K, f.pose)[0, 31, 31]) == 1.0
 
 
+def test_gravity_puts_a_finer_height_where_hha_has_the_disparity() -> None:
+    """``gravity``: channel 0 is the height ÷ 1 m (no disparity: nothing in it depends on the camera's
+    distance); channels 1–2 are HHA's height and angle."""
+    f = room_frame()
+    hha = hha_image(f.depth, f.K, f.pose)
+    gravity = teacher_image(f, "gravity")
+    assert gravity.shape == (3, H, W)
+    torch.testing.assert_close(gravity[1:], hha[1:])
+    torch.testing.assert_close(gravity[0], (hha[1] * 3.0).clamp(max=1.0), atol=1e-5, rtol=0)
+    # the floor: HHA's disparity changes with the distance from the camera, gravity's channel 0 does not
+    floor = (slice(52, H - 1), slice(2, W - 2))
+    assert float(hha[0][floor].max() - hha[0][floor].min()) > 0.1
+    assert float(gravity[0][floor].abs().max()) < 0.02
+    # the wall: its height (1 m and above saturate)
+    for v in (10, 25):
+        z = CAMERA_HEIGHT - 3.0 * (v - K[1, 2]) / K[1, 1]
+        assert float(gravity[0, v, W // 2]) == pytest.approx(min(z, 1.0), abs=0.02)
+    assert torch.equal(gravity[:, 0, 0], torch.zeros(3))
+
+
 def test_hha_is_the_same_for_a_flipped_view() -> None:
     """Each HHA channel is a scalar of the surface, so a mirrored frame's HHA is the mirrored HHA (the
     pretraining's horizontal flip stays exact)."""

@@ -117,8 +117,9 @@ class DataConfig(SourceConfig):
     heldout_mode: Literal["auto", "scenes", "tail"] = "auto"
     image_size: tuple[int, int] = (240, 320)
     #: what the teacher sees of an RGB-D frame (ppkt.data.teacher_input): rgb | hha (the depth as HHA) |
-    #: rgb+hha (both, the teacher's maps concatenated); LiDAR scans: rgb only
-    teacher_input: Literal["rgb", "hha", "rgb+hha"] = "rgb"
+    #: gravity (HHA with a finer height in place of the disparity) | rgb+hha (both, the teacher's maps
+    #: concatenated); LiDAR scans: rgb only
+    teacher_input: Literal["rgb", "hha", "gravity", "rgb+hha"] = "rgb"
     skip_bad: bool = False
     #: LiDAR frames: a point seen by several cameras is paired with all of them, the nearest, or a random one
     multi_camera: Literal["all", "nearest", "random"] = "all"
@@ -156,7 +157,7 @@ class DataConfig(SourceConfig):
         self.augment.color_jitter.check(key(aug, "color_jitter"))
         self.pairing.validate(key(prefix, "pairing"))
         self.check_pairing_fits_layout(prefix)
-        checks.one_of(prefix, "teacher_input", self.teacher_input, ["rgb", "hha", "rgb+hha"])
+        checks.one_of(prefix, "teacher_input", self.teacher_input, ["rgb", "hha", "gravity", "rgb+hha"])
         if self.teacher_input != "rgb" and is_lidar_layout(self.layout):
             raise ConfigError(
                 f"config key '{key(prefix, 'teacher_input')}': {self.teacher_input!r} encodes an RGB-D "
