@@ -75,7 +75,7 @@ def test_gravity_puts_a_finer_height_where_hha_has_the_disparity() -> None:
     torch.testing.assert_close(gravity[0], (hha[1] * 3.0).clamp(max=1.0), atol=1e-5, rtol=0)
     # the floor: HHA's disparity changes with the distance from the camera, gravity's channel 0 does not
     floor = (slice(52, H - 1), slice(2, W - 2))
-    assert float(hha[0][floor].max() - hha[0][floor].min()) > 0.1
+    assert float(hha[0][floor].max() - hha[0][floor].min()) > 0.04
     assert float(gravity[0][floor].abs().max()) < 0.02
     # the wall: its height (1 m and above saturate)
     for v in (10, 25):
