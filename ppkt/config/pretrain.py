@@ -10,6 +10,7 @@ from typing import Literal
 from ppkt.config import checks
 from ppkt.config.checks import key
 from ppkt.data.readers import is_lidar_layout
+from ppkt.data.teacher_input import TEACHER_INPUTS
 from ppkt.errors import ConfigError
 
 
@@ -157,7 +158,7 @@ class DataConfig(SourceConfig):
         self.augment.color_jitter.check(key(aug, "color_jitter"))
         self.pairing.validate(key(prefix, "pairing"))
         self.check_pairing_fits_layout(prefix)
-        checks.one_of(prefix, "teacher_input", self.teacher_input, ["rgb", "hha", "gravity", "rgb+hha"])
+        checks.one_of(prefix, "teacher_input", self.teacher_input, list(TEACHER_INPUTS))
         if self.teacher_input != "rgb" and is_lidar_layout(self.layout):
             raise ConfigError(
                 f"config key '{key(prefix, 'teacher_input')}': {self.teacher_input!r} encodes an RGB-D "

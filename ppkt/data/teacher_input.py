@@ -25,6 +25,8 @@ student's point colours are always the frame's RGB. LiDAR scans have no depth im
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -49,7 +51,11 @@ def input_parts(teacher_input: str) -> list[str]:
 
 
 def hha_image(
-    depth: np.ndarray, K: np.ndarray, pose: np.ndarray, up_axis: int = 2, first: str = "disparity"
+    depth: np.ndarray,
+    K: np.ndarray,
+    pose: np.ndarray,
+    up_axis: int = 2,
+    first: Literal["disparity", "height"] = "disparity",
 ) -> Tensor:
     """``[3, H, W]`` float32 HHA encoding of a depth image ``[H, W]`` (metres, ≤ 0 or non-finite = invalid)
     with intrinsics ``K`` and camera-to-world ``pose`` (see the module docstring); ``first="height"``
@@ -78,14 +84,15 @@ def hha_image(
     up_normal = normal @ R[up_axis]  # the up component of the world-frame normal
     height = cam @ R[up_axis] + t[up_axis]
     floor = np.percentile(height[valid], 1) if valid.any() else 0.0
+    above = height - floor
     if first == "height":
-        lead = np.clip((height - floor) / GRAVITY_FINE_HEIGHT, 0.0, 1.0)
+        lead = np.clip(above / GRAVITY_FINE_HEIGHT, 0.0, 1.0)
     else:
         lead = np.minimum(1.0, HHA_NEAR / np.maximum(d, 1e-9))
     out = np.stack(
         [
             lead,
-            np.clip((height - floor) / HHA_HEIGHT, 0.0, 1.0),
+            np.clip(above / HHA_HEIGHT, 0.0, 1.0),
             np.degrees(np.arccos(np.clip(up_normal, -1.0, 1.0))) / 180.0,
         ]
     )
