@@ -108,6 +108,6 @@ def teacher_image(frame: Frame, teacher_input: str = "rgb", up_axis: int = 2) ->
         if part == "rgb":
             parts.append(torch.from_numpy(frame.color).permute(2, 0, 1).float() / 255.0)
         else:
-            first = "height" if part == "gravity" else "disparity"
+            first: Literal["disparity", "height"] = "height" if part == "gravity" else "disparity"
             parts.append(hha_image(frame.depth, frame.K, frame.pose, up_axis, first))
     return torch.cat(parts)
