@@ -148,15 +148,45 @@ def test_cache_is_filled_once_reused_and_refreshed_when_a_frame_changes(
     _, stats = fill_feature_cache(cfg, frames, teacher, verbose=False)
     assert (stats["computed"], stats["reused"]) == (1, len(frames) - 1)
 
-    # evaluation transform (whole frame resized): cached features equal the teacher's, up to float16
+    # evaluation transform (whole frame resized): cached features equal the teacher's, up to float16; the
+    # cached loader leaves the images blank (the maps stand for them), the same loader without a cache not
     loader = make_loader(cfg.data, frames[:2], 2, train=False, num_workers=0, feature_cache=cache)
     batch = next(iter(loader))
-    assert batch.teacher_feats is not None
-    live = teacher(batch.images)
+    plain = next(iter(make_loader(cfg.data, frames[:2], 2, train=False, num_workers=0)))
+    assert batch.teacher_feats is not None and plain.teacher_feats is None
+    assert batch.images.shape == plain.images.shape and not batch.images.any() and plain.images.any()
+    live = teacher(plain.images)
     for got, want in zip(batch.teacher_feats, live):
         assert got.shape == want.shape
         err = (got - want).abs().max() / want.abs().max()
         assert float(err) < 1e-2
+
+
+@pytest.mark.parametrize("teacher_input", ["rgb", "hha"])
+def test_cached_training_samples_skip_the_teacher_image_and_equal_those_that_compute_it(
+    tiny_synth: Path, tmp_path: Path, teacher_input: str
+) -> None:
+    from ppkt.data.frame_dataset import FrameDataset
+    from ppkt.training.data import build_transform
+
+    cfg = tiny_cfg(tiny_synth, f"data.cache_dir={tmp_path / 'cache'}", f"data.teacher_input={teacher_input}")
+    frames = frame_splits(cfg.data, verbose=False).train[:3]
+    cache, _ = fill_feature_cache(cfg, frames, verbose=False)
+    common = {"feature_cache": cache, "teacher_input": teacher_input}
+    blank = FrameDataset(frames, build_transform(cfg.data, True), read_pixels=False, **common)
+    full = FrameDataset(frames, build_transform(cfg.data, True), read_pixels=True, **common)
+    for i in range(len(frames)):
+        torch.manual_seed(i)
+        a = blank[i]
+        torch.manual_seed(i)
+        b = full[i]
+        assert a is not None and b is not None
+        assert a.images.shape == b.images.shape and not a.images.any() and b.images.any()
+        for name in ("coords", "feats", "inverse", "pair_point", "pair_image", "pair_uv", "pair_voxel"):
+            assert torch.equal(getattr(a, name), getattr(b, name)), name
+        assert a.teacher_feats is not None and b.teacher_feats is not None
+        for x, y in zip(a.teacher_feats, b.teacher_feats, strict=True):
+            assert torch.equal(x, y)
 
 
 def test_frames_another_process_published_meanwhile_are_reused(tiny_synth: Path, tmp_path: Path) -> None:

@@ -159,3 +159,40 @@ def test_far_from_origin_coordinates_keep_float32_precision() -> None:
         - torch.from_numpy(offset)
     )
     assert (moved - torch.from_numpy(a.xyz).double()).abs().max() < 1e-3
+
+
+def _lowest_per_group(groups: torch.Tensor, priority: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """The lowest priority of each group, ties to the lowest index, by a Python loop."""
+    out = []
+    for g in range(num_groups):
+        members = (groups == g).nonzero().squeeze(1)
+        p = priority[members].tolist()
+        out.append(int(members[min(range(len(p)), key=lambda i: (p[i], i))]))
+    return torch.tensor(out, dtype=torch.long)
+
+
+@pytest.mark.parametrize("kind", ["index", "random", "ties", "float32", "infinite"])
+def test_first_by_priority_picks_each_groups_lowest_priority_ties_to_the_lowest_index(kind: str) -> None:
+    from ppkt.geometry.voxelize import first_by_priority
+
+    gen = torch.Generator().manual_seed(3)
+    N, M = 400, 37
+    groups = torch.cat([torch.arange(M), torch.randint(0, M, (N - M,), generator=gen)])
+    groups = groups[torch.randperm(N, generator=gen)]
+    priority = {
+        "index": torch.arange(N, dtype=torch.float64),
+        "random": torch.rand(N, generator=gen, dtype=torch.float64),
+        "ties": torch.randint(0, 3, (N,), generator=gen).double(),
+        "float32": torch.rand(N, generator=gen),
+        "infinite": torch.where(torch.rand(N, generator=gen) < 0.5, float("inf"), -float("inf")),
+    }[kind]
+    assert torch.equal(first_by_priority(groups, priority, M), _lowest_per_group(groups, priority, M))
+
+
+def test_first_by_priority_with_a_nan_priority_falls_back_to_the_sort_order() -> None:
+    from ppkt.geometry.voxelize import first_by_priority
+
+    groups = torch.tensor([0, 0, 1, 1])
+    priority = torch.tensor([float("nan"), float("nan"), 2.0, 1.0])
+    got = first_by_priority(groups, priority, 2)
+    assert got[1] == 3 and got[0] in (0, 1)  # NaN sorts last: the group of NaNs still gets a member

@@ -146,7 +146,9 @@ class FrameDataset(Dataset[PairedSample | None]):
     one scene fused and paired with each of them (``frames_to_sample``, when ``fuse_voxel_size`` is set).
 
     With a ``feature_cache`` every sample carries its frames' cached teacher maps (``teacher_cache``, an
-    identity ``view``); a frame missing from the cache is an error (fill the cache first).
+    identity ``view``); a frame missing from the cache is an error (fill the cache first). With a cache and
+    ``read_pixels=False`` (no transform reads the image, e.g. no superpixels) an RGB-D frame's teacher image
+    is left blank (zeros of its shape): its size alone moves the pairing and the crop of the cached maps.
     With ``skip_bad=True`` a frame that fails to read (a :class:`DataError`) is skipped with a warning
     naming the file (a window keeps its other frames; an item with no frame left is ``None`` and
     :func:`collate_skip` drops it); otherwise the error propagates.
@@ -167,11 +169,13 @@ class FrameDataset(Dataset[PairedSample | None]):
         occlusion: Mapping[str, float] | None = None,
         teacher_input: str = "rgb",
         up_axis: int = 2,
+        read_pixels: bool = True,
     ) -> None:
         if multi_camera not in MULTI_CAMERA_RULES:
             raise ValueError(f"multi_camera must be one of {list(MULTI_CAMERA_RULES)}, got {multi_camera!r}")
         self.items: list[Window] = [w if isinstance(w, tuple) else (w,) for w in items]
         self.attach = None if feature_cache is None else AttachCachedFeatures(feature_cache)
+        self.image_content = read_pixels or feature_cache is None
         self.transform = transform
         self.min_depth, self.max_depth = min_depth, max_depth
         self.skip_bad = skip_bad
@@ -227,7 +231,11 @@ class FrameDataset(Dataset[PairedSample | None]):
         if not good:
             return None
         frames = [frame for _, frame in good]
-        look: dict[str, Any] = {"teacher_input": self.teacher_input, "up_axis": self.up_axis}
+        look: dict[str, Any] = {
+            "teacher_input": self.teacher_input,
+            "up_axis": self.up_axis,
+            "image_content": self.image_content,
+        }
         if self.fuse_voxel_size is None:
             if len(frames) != 1:
                 raise ValueError("FrameDataset: a window of several frames needs fuse_voxel_size")

@@ -38,12 +38,14 @@ def frame_to_sample(
     max_depth: float = float("inf"),
     teacher_input: str = "rgb",
     up_axis: int = 2,
+    image_content: bool = True,
 ) -> PairedSample:
     """Back-project every valid depth pixel to a world point paired with its own pixel.
 
     The sample holds one image with its intrinsics and pose — the teacher's image of the frame
     (:func:`~ppkt.data.teacher_input.teacher_image`: ``teacher_input``, world up axis ``up_axis``; the points'
-    colours are the RGB whatever it is); ``pair_point = arange(N)`` and ``pair_uv`` is each point's pixel.
+    colours are the RGB whatever it is; ``image_content=False``: zeros of its shape, for loaders that read the
+    teacher's maps from the feature cache); ``pair_point = arange(N)`` and ``pair_uv`` is each point's pixel.
     Labels (when the frame has them) become ``class − 1`` with ``−1`` = unlabelled.
     Points far from the world origin (geo-referenced poses) are shifted by
     :func:`~ppkt.geometry.float32_shift` of the camera centre before the float32 cast (and the pose with
@@ -55,7 +57,7 @@ def frame_to_sample(
     bp = backproject_depth(depth.to(torch.float64), K, pose, min_depth=min_depth, max_depth=max_depth)
     u, v = bp.uv[:, 0], bp.uv[:, 1]
     color = torch.from_numpy(frame.color)
-    image = teacher_image(frame, teacher_input, up_axis)[None]
+    image = teacher_image(frame, teacher_input, up_axis, image_content)[None]
     n = bp.points_world.shape[0]
     shift = float32_shift(pose[None, :3, 3])
     camera = pose.clone()
@@ -219,10 +221,11 @@ def frames_to_sample(
     max_depth: float = float("inf"),
     teacher_input: str = "rgb",
     up_axis: int = 2,
+    image_content: bool = True,
 ) -> PairedSample:
     """Fuse several RGB-D frames of one scene and pair every fused point with its pixel in **every** frame
     that sees it (scene-level, multi-view pairing). Each frame's image is the teacher's
-    (:func:`~ppkt.data.teacher_input.teacher_image`, as in :func:`frame_to_sample`).
+    (:func:`~ppkt.data.teacher_input.teacher_image`, as in :func:`frame_to_sample`, ``image_content`` too).
 
     The frames are back-projected into world coordinates and voxel-averaged at ``fuse_voxel_size`` — the
     fused-scene geometry that fine-tuning sees (:func:`~ppkt.data.fusion.fuse_scene`). Each fused point is
@@ -266,7 +269,7 @@ def frames_to_sample(
         pair_point.append(idx)
         pair_image.append(torch.full_like(idx, v))
         pair_uv.append(proj.uv[idx])
-    images = torch.stack([teacher_image(f, teacher_input, up_axis) for f in frames])
+    images = torch.stack([teacher_image(f, teacher_input, up_axis, image_content) for f in frames])
     return PairedSample(
         points=points.float(),
         colors=point_rgb.float(),

@@ -101,8 +101,14 @@ def hha_image(
     return torch.from_numpy(out.astype(np.float32))
 
 
-def teacher_image(frame: Frame, teacher_input: str = "rgb", up_axis: int = 2) -> Tensor:
-    """``[3·k, H, W]`` float32 in ``[0, 1]``: the teacher's image of ``frame`` (see the module docstring)."""
+def teacher_image(frame: Frame, teacher_input: str = "rgb", up_axis: int = 2, content: bool = True) -> Tensor:
+    """``[3·k, H, W]`` float32 in ``[0, 1]``: the teacher's image of ``frame`` (see the module docstring).
+    ``content=False``: zeros of that shape — for loaders whose teacher maps come from the feature cache and
+    whose transforms read no pixel (no superpixels): there only the image's size moves the pairing and the
+    crop of the cached maps, and computing the image (HHA: ~30 ms a frame) would be wasted."""
+    if not content:
+        H, W = frame.depth.shape
+        return torch.zeros(3 * len(input_parts(teacher_input)), H, W)
     parts = []
     for part in input_parts(teacher_input):
         if part == "rgb":

@@ -125,9 +125,10 @@ def make_loader(
 ) -> DataLoader:
     """Batches of samples of ``frames`` (grouped by ``data.pairing``: one frame, or several fused frames
     per sample; ``batch_size`` counts samples) through the training (``train``: shuffled, augmented,
-    incomplete last batch dropped) or evaluation transform. Order and augmentation depend only on ``seed``,
-    the epoch and the sample (:class:`~ppkt.training.resume.EpochSampler`): a resumed run sees an
-    uninterrupted one's batches."""
+    incomplete last batch dropped) or evaluation transform. With a ``feature_cache`` and no superpixels the
+    teacher's images are not computed (blank: the cached maps stand for them). Order and augmentation depend
+    only on ``seed``, the epoch and the sample (:class:`~ppkt.training.resume.EpochSampler`): a resumed run
+    sees an uninterrupted one's batches."""
     p = cfg.pairing
     ds = FrameDataset(
         group_frames(frames, p.mode, p.views),
@@ -142,6 +143,7 @@ def make_loader(
         occlusion=occlusion_args(cfg),
         teacher_input=cfg.teacher_input,
         up_axis=cfg.up_axis,
+        read_pixels=superpixels > 0,  # with a cache, only superpixels read the teacher's image
     )
     workers = cfg.num_workers if num_workers is None else num_workers
     return DataLoader(
