@@ -313,9 +313,11 @@ def test_demo_quick(tmp_path: Path) -> None:
     } | {(i, "probe", "scenes", 1.0) for i in inits}
     assert all(r["seeds"] == 2 and 0 <= r["miou_mean"] <= 100 for r in m["results"])
     assert len(list((out / "runs").glob("*/metrics.json"))) == 2 * len(cells)  # every job ran
-    # the demo pretrains with per-frame pairing: 2 training rooms × 4 frames, batches of 2 frames → 4 steps
-    assert cfg["pretrain"]["data"]["pairing"]["mode"] == "frame"
-    assert m["pretrain"]["steps"] == 4 and m["pretrain"]["train_frames"] == 8
+    # the demo pretrains with scene pairing and an HHA teacher: 2 training rooms × 4 frames fused 4 views at a
+    # time = one sample per room, batches of 2 samples → 1 step
+    data = cfg["pretrain"]["data"]
+    assert (data["pairing"]["mode"], data["pairing"]["views"], data["teacher_input"]) == ("scene", 4, "hha")
+    assert (m["pretrain"]["steps"], m["pretrain"]["train_frames"]) == (1, 8)
     assert (out / "report.png").stat().st_size > 10_000
     report = (out / "report.md").read_text()
     assert "| protocol | labels" in report and "limited annotations" in report and "s.e." in report

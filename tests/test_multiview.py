@@ -133,13 +133,17 @@ def test_fused_pairing_of_lidar_scans_is_a_config_error(mode: str) -> None:
         load_config(PretrainConfig, overrides=["data.layout=rig", f"data.pairing.mode={mode}"])
 
 
-def test_the_demo_and_ppkt_pretrain_default_to_the_paper_s_per_frame_pairing() -> None:
+def test_ppkt_pretrain_pairs_per_frame_and_the_demo_pairs_fused_scenes_with_an_hha_teacher() -> None:
     from ppkt.config import PretrainConfig
     from ppkt.config.demo import DemoConfig
 
     demo, plain = DemoConfig().pretrain, PretrainConfig()
-    assert (demo.data.pairing.mode, demo.trainer.batch_size) == ("frame", 8)
-    # the demo differs from ``ppkt pretrain`` in one key only: its teacher sees the depth as HHA
-    assert (demo.data.teacher_input, plain.data.teacher_input) == ("hha", "rgb")
-    demo.data.teacher_input = plain.data.teacher_input
+    assert (plain.data.pairing.mode, plain.data.teacher_input) == ("frame", "rgb")
+    assert plain.trainer.batch_size == 8
+    # the demo differs from ``ppkt pretrain`` in these keys only: 2 fused 4-view samples (8 frames, as
+    # the per-frame batch) a step, and a teacher that sees the depth as HHA
+    assert (demo.data.pairing.mode, demo.data.pairing.views, demo.trainer.batch_size) == ("scene", 4, 2)
+    assert demo.data.teacher_input == "hha"
+    demo.data.teacher_input, demo.data.pairing.mode = plain.data.teacher_input, plain.data.pairing.mode
+    demo.trainer.batch_size = plain.trainer.batch_size
     assert demo == plain
