@@ -22,11 +22,12 @@ def demo_pretrain() -> PretrainConfig:
 
 @dataclass
 class DemoConfig:
-    #: pretraining (its data section is the fine-tuning's too): ``ppkt pretrain``'s defaults except two keys,
-    #: the best pair measured on the embedded rooms (README, "Transfer variants"): the teacher sees each
-    #: frame's depth as HHA (``data.teacher_input: hha``; a config for LiDAR scans sets ``rgb``) and every
-    #: voxel of a fused 4-view sample is paired with every view that sees it (``data.pairing.mode: scene``,
-    #: ``trainer.batch_size: 2``); ``ppkt pretrain`` keeps the paper's per-frame RGB pairing
+    #: pretraining (its data section is the fine-tuning's too): ``ppkt pretrain``'s defaults except in
+    #: three keys, the best pretraining measured on the embedded rooms (README, "Transfer variants"): the
+    #: teacher sees each frame's depth as HHA (``data.teacher_input: hha``; a config for LiDAR scans sets
+    #: ``rgb``) and every voxel of a fused 4-view sample is paired with every view that sees it
+    #: (``data.pairing.mode: scene``, ``trainer.batch_size: 2``); ``ppkt pretrain`` keeps the paper's
+    #: per-frame RGB pairing
     pretrain: PretrainConfig = field(default_factory=lambda: demo_pretrain())
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     #: limited reconstructions: fractions of the training scenes that keep their labels ([] = none)
