@@ -389,3 +389,80 @@ def test_demo_jobs_run_in_fresh_worker_processes(
         assert written["steps"] == r["steps"] == 1 and written["test"]["miou"] == pytest.approx(
             r["test"]["miou"]
         )
+
+
+@pytest.mark.slow
+def test_demo_runs_the_scratch_jobs_beside_pretraining(
+    tiny_synth: Path, pretrained_ckpt: Path, tmp_path: Path
+) -> None:
+    """``overlap`` (the demo's default with ``workers > 1``): the jobs that need no checkpoint run one at a
+    time while pretraining runs in the demo's process; the others start only once it has returned."""
+    import time
+
+    from ppkt.config import FinetuneConfig, load_config
+    from ppkt.pipelines import demo
+    from ppkt.training.seg_data import load_scene_splits
+
+    overrides = [f"data.root={tiny_synth}", *TINY_FINETUNE, "trainer.max_steps=1", "trainer.threads=1"]
+    scratch = load_config(FinetuneConfig, overrides=overrides)
+    pretrained = load_config(FinetuneConfig, overrides=[*overrides, f"init={pretrained_ckpt}", "probe=true"])
+    splits = load_scene_splits(scratch.data, verbose=False)
+    seen: dict[str, bool] = {}
+
+    def pretraining() -> None:  # stands in for pretraining: waits until both scratch jobs have finished
+        deadline = time.monotonic() + 300
+        while not all((tmp_path / n / "metrics.json").exists() for n in ("s0", "s1")):
+            assert time.monotonic() < deadline, "the scratch jobs did not run beside the call"
+            time.sleep(0.2)
+        seen["pretrained started early"] = (tmp_path / "p0").exists()
+
+    jobs = [("s0", scratch), ("s1", scratch), ("p0", pretrained)]
+    results = demo.run_jobs(jobs, tmp_path, 2, splits, beside=(pretraining, 2))
+    assert seen == {"pretrained started early": False}
+    assert [(r["init"], r["mode"]) for r in results] == [
+        ("scratch", "finetune"),
+        ("scratch", "finetune"),
+        ("pretrained", "probe"),
+    ]
+    assert results[0]["test"]["miou"] == pytest.approx(results[1]["test"]["miou"])  # same config, same result
+
+
+@pytest.mark.slow
+def test_a_failing_call_beside_the_jobs_stops_them(tiny_synth: Path, tmp_path: Path) -> None:
+    """Pretraining that fails while scratch jobs run beside it: the error comes out, queued jobs never
+    start."""
+    from ppkt.config import FinetuneConfig, load_config
+    from ppkt.pipelines import demo
+    from ppkt.training.seg_data import load_scene_splits
+
+    overrides = [f"data.root={tiny_synth}", *TINY_FINETUNE, "trainer.max_steps=1", "trainer.threads=1"]
+    scratch = load_config(FinetuneConfig, overrides=overrides)
+    splits = load_scene_splits(scratch.data, verbose=False)
+
+    def pretraining() -> None:
+        raise RuntimeError("pretraining broke")
+
+    jobs = [(f"s{i}", scratch) for i in range(4)]
+    with pytest.raises(RuntimeError, match="pretraining broke"):
+        demo.run_jobs(jobs, tmp_path, 2, splits, beside=(pretraining, 4))
+    assert not (tmp_path / "s3").exists()
+
+
+@pytest.mark.slow
+def test_demo_overlaps_scratch_jobs_with_pretraining(tmp_path: Path) -> None:
+    """The demo with ``workers=2`` (its default): pretraining gets the cores one job leaves, the scratch jobs
+    run beside it, and the report has every cell."""
+    import os
+
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), f"pretrain.data.cache_dir={tmp_path / 'cache'}", *TINY_DEMO]
+    grid = ["label_fractions=[1.0]", "label_points=[]", "seeds=[0]", "workers=2"]
+    assert main([*args, *grid]) == 0
+    cores = os.cpu_count() or 1
+    run_cfg = yaml.safe_load((out / "pretrain" / "config.yaml").read_text())
+    assert run_cfg["trainer"]["threads"] == max(1, cores - max(1, cores // 2))
+    m = json.loads((out / "metrics.json").read_text())
+    assert {(r["init"], r["mode"]) for r in m["results"]} == {
+        (i, mode) for i in ("scratch", "pretrained") for mode in ("finetune", "probe")
+    }
+    assert len(list((out / "runs").glob("*/metrics.json"))) == 4

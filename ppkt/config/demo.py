@@ -43,6 +43,11 @@ class DemoConfig:
     #: pretraining time and pretrained jobs
     pretrain_seeds: list[int] = field(default_factory=list)
     workers: int = 2
+    #: run the scratch jobs (which need no checkpoint) one at a time beside pretraining, which then gets the
+    #: cores the job leaves (``cores - cores / workers``; unless ``pretrain.trainer.threads`` is set): on 2
+    #: cores a pretraining step's data loading runs on one core and its sparse convolutions gain ~1.5× from
+    #: the second, so the machine is busier sharing it. False: pretrain alone, then the jobs
+    overlap: bool = True
 
     def check_machine(self) -> None:
         """What both trainer sections ask of this machine."""

@@ -6,8 +6,10 @@ from __future__ import annotations
 import copy
 import multiprocessing
 import os
+import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
@@ -63,18 +65,32 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     out = output_dir(out)
     align_finetune_data(cfg)
     dump_config(cfg, out / "config.yaml")
-    pretrain_metrics: dict[str, dict[str, Any]] = {}
-    ckpts: dict[int, Path] = {}
-    for name, pc in pretraining_runs(cfg).items():
-        pretrain_metrics[name] = run_pretrain(pc, out / name)
-        ckpts[pc.trainer.seed] = out / name / "checkpoints" / "last.ckpt"
+    runs_cfg = pretraining_runs(cfg)
+    ckpts = {pc.trainer.seed: out / name / "checkpoints" / "last.ckpt" for name, pc in runs_cfg.items()}
+    jobs = demo_jobs(cfg, ckpts if cfg.pretrain_seeds else next(iter(ckpts.values())))
+    # the scenes first (rendered once, into the cache), so that the scratch jobs can start beside pretraining
     splits = load_scene_splits(cfg.finetune.data)
     n = (len(splits.train), len(splits.val), len(splits.test))
     unit = "scans" if is_lidar_layout(cfg.finetune.data.layout) else "scenes"
     print(f"[ppkt] segmentation: {n[0]} train / {n[1]} val / {n[2]} test {unit}")
+    overlap = cfg.overlap and cfg.workers > 1
+    pretrain_threads = overlap_threads(cfg) if overlap else None
+    pretrain_metrics: dict[str, dict[str, Any]] = {}
 
-    jobs = demo_jobs(cfg, ckpts if cfg.pretrain_seeds else next(iter(ckpts.values())))
-    runs = run_jobs([(name, fc) for name, fc, _ in jobs], out / "runs", cfg.workers, splits)
+    def pretrain() -> None:
+        for name, pc in runs_cfg.items():
+            if pretrain_threads is not None and pc.trainer.threads is None:
+                pc.trainer.threads = pretrain_threads
+            pretrain_metrics[name] = run_pretrain(pc, out / name)
+
+    # scratch jobs first: with ``overlap`` they run one at a time beside pretraining
+    named = sorted(((name, fc) for name, fc, _ in jobs), key=lambda job: job[1].init != "scratch")
+    free = sum(1 for _, fc in named if fc.init == "scratch")
+    if not overlap:
+        pretrain()
+    done = run_jobs(named, out / "runs", cfg.workers, splits, beside=(pretrain, free) if overlap else None)
+    by_name = {name: r for (name, _), r in zip(named, done, strict=True)}
+    runs = [by_name[name] for name, _, _ in jobs]
     for (_, _, p), r in zip(jobs, runs, strict=True):
         if p is not None:
             r["pretrain_seed"] = p  # pools the cell over pretraining runs (summarize)
@@ -155,29 +171,78 @@ def _job(cfg: dict[str, Any], out: str) -> dict[str, Any]:
     return run_finetune(from_dict(FinetuneConfig, cfg), out, verbose=False)
 
 
+def overlap_threads(cfg: DemoConfig) -> int:
+    """Threads for pretraining while one fine-tuning job (``cores / workers`` threads) runs beside it."""
+    cores = os.cpu_count() or 1
+    return max(1, cores - max(1, cores // cfg.workers))
+
+
 def run_jobs(
-    jobs: list[tuple[str, FinetuneConfig]], out: Path, workers: int, splits: SceneSplits
+    jobs: list[tuple[str, FinetuneConfig]],
+    out: Path,
+    workers: int,
+    splits: SceneSplits,
+    beside: tuple[Callable[[], None], int] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the fine-tuning jobs, ``workers`` at a time in fresh processes (``workers == 1``: in this process,
-    reusing the loaded ``splits``); results in job order."""
-    results: dict[str, dict[str, Any]] = {}
+    reusing the loaded ``splits``); results in job order. ``beside = (call, n)``: run ``call`` (pretraining)
+    in this process first, the first ``n`` jobs (those that do not need it) one at a time beside it, and
+    the rest ``workers`` at a time once it has returned."""
 
     def done(name: str, m: dict[str, Any]) -> None:
-        results[name] = m
-        print(f"[ppkt] {name}: test mIoU {m['test']['miou']:.2f} ({m['wall_time_s']:.0f} s)")
+        print(f"[ppkt] {name}: test mIoU {m['test']['miou']:.2f} ({m['wall_time_s']:.0f} s)", flush=True)
 
     if workers == 1:
+        if beside is not None:
+            beside[0]()
+        results = []
         for name, fc in jobs:
-            done(name, run_finetune(fc, out / name, splits=splits, verbose=False))
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, max_tasks_per_child=1) as pool:
-            futures = {}
-            for name, fc in jobs:
-                futures[pool.submit(_job, to_dict(fc), str(out / name))] = name
-            for fut in as_completed(futures):
-                done(futures[fut], fut.result())
-    return [results[name] for name, _ in jobs]
+            results.append(run_finetune(fc, out / name, splits=splits, verbose=False))
+            done(name, results[-1])
+        return results
+
+    futures: dict[str, Future[dict[str, Any]]] = {}
+    lock = threading.Lock()
+
+    def submit(pool: ProcessPoolExecutor, name: str, fc: FinetuneConfig) -> Future[dict[str, Any]]:
+        fut = pool.submit(_job, to_dict(fc), str(out / name))
+        fut.add_done_callback(lambda f: None if f.cancelled() or f.exception() else done(name, f.result()))
+        futures[name] = fut
+        return fut
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, max_tasks_per_child=1) as pool:
+        if beside is not None:
+            call, n_free = beside
+            stop: Future[Any] = Future()
+
+            def feed() -> None:  # one job in flight until ``call`` returns
+                for name, fc in jobs[:n_free]:
+                    with lock:
+                        if stop.done():
+                            return
+                        fut = submit(pool, name, fc)
+                    pending: list[Future[Any]] = [fut, stop]
+                    wait(pending, return_when=FIRST_COMPLETED)
+
+            feeder = threading.Thread(target=feed, name="ppkt-demo-feeder", daemon=True)
+            feeder.start()
+            try:
+                call()
+            except BaseException:
+                stop.set_result(None)
+                feeder.join()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            with lock:
+                stop.set_result(None)
+            feeder.join()
+        for name, fc in jobs:
+            if name not in futures:
+                submit(pool, name, fc)
+        for fut in as_completed(futures.values()):
+            fut.result()  # raises the first failure
+    return [futures[name].result() for name, _ in jobs]
 
 
 def feature_panels(cfg: DemoConfig, ckpt: Path) -> list[tuple[str, Any]]:
