@@ -74,21 +74,19 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     unit = "scans" if is_lidar_layout(cfg.finetune.data.layout) else "scenes"
     print(f"[ppkt] segmentation: {n[0]} train / {n[1]} val / {n[2]} test {unit}")
     overlap = cfg.overlap and cfg.workers > 1
-    pretrain_threads = overlap_threads(cfg) if overlap else None
+    for pc in runs_cfg.values():
+        if overlap and pc.trainer.threads is None:
+            pc.trainer.threads = overlap_threads(cfg)
     pretrain_metrics: dict[str, dict[str, Any]] = {}
 
     def pretrain() -> None:
         for name, pc in runs_cfg.items():
-            if pretrain_threads is not None and pc.trainer.threads is None:
-                pc.trainer.threads = pretrain_threads
             pretrain_metrics[name] = run_pretrain(pc, out / name)
 
-    # scratch jobs first: with ``overlap`` they run one at a time beside pretraining
+    # scratch jobs first: with ``overlap`` they run one at a time beside pretraining, else after it
     named = sorted(((name, fc) for name, fc, _ in jobs), key=lambda job: job[1].init != "scratch")
-    free = sum(1 for _, fc in named if fc.init == "scratch")
-    if not overlap:
-        pretrain()
-    done = run_jobs(named, out / "runs", cfg.workers, splits, beside=(pretrain, free) if overlap else None)
+    free = sum(1 for _, fc in named if fc.init == "scratch") if overlap else 0
+    done = run_jobs(named, out / "runs", cfg.workers, splits, beside=(pretrain, free))
     by_name = {name: r for (name, _), r in zip(named, done, strict=True)}
     runs = [by_name[name] for name, _, _ in jobs]
     for (_, _, p), r in zip(jobs, runs, strict=True):
@@ -225,18 +223,20 @@ def run_jobs(
                     pending: list[Future[Any]] = [fut, stop]
                     wait(pending, return_when=FIRST_COMPLETED)
 
+            def stop_feeding() -> None:
+                with lock:  # no submission after this
+                    stop.set_result(None)
+                feeder.join()
+
             feeder = threading.Thread(target=feed, name="ppkt-demo-feeder", daemon=True)
             feeder.start()
             try:
                 call()
             except BaseException:
-                stop.set_result(None)
-                feeder.join()
-                pool.shutdown(wait=True, cancel_futures=True)
+                stop_feeding()
+                pool.shutdown(wait=True, cancel_futures=True)  # a job not yet started never starts
                 raise
-            with lock:
-                stop.set_result(None)
-            feeder.join()
+            stop_feeding()
         for name, fc in jobs:
             if name not in futures:
                 submit(pool, name, fc)
