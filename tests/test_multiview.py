@@ -147,3 +147,51 @@ def test_ppkt_pretrain_pairs_per_frame_and_the_demo_pairs_fused_scenes_with_an_h
     demo.data.teacher_input, demo.data.pairing.mode = plain.data.teacher_input, plain.data.pairing.mode
     demo.trainer.batch_size = plain.trainer.batch_size
     assert demo == plain
+
+
+def test_fused_samples_kept_in_memory_are_the_samples_read_again(tiny_synth: Path, tmp_path: Path) -> None:
+    """``data.pairing.memory_mb`` keeps each fused window of the first epoch: later epochs' batches are
+    bit-identical to those of a loader that reads and fuses again, and need no frame file (deleted here)."""
+    import dataclasses
+    import shutil
+
+    from ppkt.config import PretrainConfig, load_config
+    from ppkt.errors import DataError
+    from ppkt.training.data import frame_splits, make_loader
+    from ppkt.training.resume import epoch_sampler
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_synth, root)
+
+    def loader(memory_mb: float):  # type: ignore[no-untyped-def]
+        overrides = [f"data.root={root}", "data.image_size=[48,64]", "data.voxel_size=0.1"]
+        overrides += ["data.pairing.mode=scene", "data.pairing.views=2"]
+        overrides += [f"data.pairing.memory_mb={memory_mb}"]
+        cfg = load_config(PretrainConfig, overrides=overrides)
+        return make_loader(cfg.data, frame_splits(cfg.data, verbose=False).train, 2, True, seed=3)
+
+    def epoch(ld, e: int) -> list[dict[str, torch.Tensor]]:  # type: ignore[no-untyped-def]
+        epoch_sampler(ld).set_epoch(e)  # type: ignore[union-attr]
+        return [
+            {f.name: v for f in dataclasses.fields(b) if isinstance(v := getattr(b, f.name), torch.Tensor)}
+            for b in ld
+        ]
+
+    fresh, kept, tight = loader(0), loader(2048), loader(0.001)
+    expected = [epoch(fresh, 0), epoch(fresh, 1)]
+    assert len(kept.dataset.dataset.kept) == 0  # type: ignore[attr-defined]
+    first = epoch(kept, 0)
+    assert len(kept.dataset.dataset.kept) == len(kept.dataset)  # type: ignore[attr-defined, arg-type]
+    epoch(tight, 0)
+    assert len(tight.dataset.dataset.kept) == 0  # type: ignore[attr-defined]  # 1 KiB holds no window
+    for frame in (root / "scene_0000").rglob("*.png"):
+        frame.unlink()
+    second = epoch(kept, 1)
+    for got, want in zip([first, second], expected, strict=True):
+        assert len(got) == len(want) > 0
+        for a, b in zip(got, want, strict=True):
+            assert a.keys() == b.keys()
+            for k in a:
+                assert torch.equal(a[k], b[k]), k
+    with pytest.raises(DataError, match="scene_0000"):
+        epoch(fresh, 1)  # without memory the frames are read again

@@ -104,12 +104,16 @@ class PairingConfig:
     views: int = 4  # frames per sample (window / scene)
     fuse_voxel_size: float = 0.02  # voxel of the fused geometry (fine-tuning's finetune.data.fuse_voxel_size)
     depth_tolerance: float = 0.05  # metres behind a frame's measured depth at which a point counts as hidden
+    #: RGB-D samples as read, fused and paired (before augmentation) kept in memory for the next epochs, up
+    #: to this many MiB per loader process (0: read and fuse every time); the same samples either way
+    memory_mb: float = 2048.0
 
     def validate(self, prefix: str) -> None:
         checks.one_of(prefix, "mode", self.mode, ["frame", "window", "scene"])
         checks.at_least(prefix, "views", self.views, 1)
         checks.positive(prefix, "fuse_voxel_size", self.fuse_voxel_size)
         checks.at_least(prefix, "depth_tolerance", self.depth_tolerance, 0)
+        checks.at_least(prefix, "memory_mb", self.memory_mb, 0)
 
 
 @dataclass

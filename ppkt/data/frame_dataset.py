@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from ppkt.data.pairing import MULTI_CAMERA_RULES, frame_to_sample, frames_to_sample, scan_to_sample
@@ -152,6 +153,12 @@ class FrameDataset(Dataset[PairedSample | None]):
     With ``skip_bad=True`` a frame that fails to read (a :class:`DataError`) is skipped with a warning
     naming the file (a window keeps its other frames; an item with no frame left is ``None`` and
     :func:`collate_skip` drops it); otherwise the error propagates.
+
+    With ``memory_mb > 0`` an RGB-D item (read, fused when a window, paired; before the cached maps and
+    the transform) is kept in memory after its first use, as long as the kept windows hold at most
+    ``memory_mb`` MiB, and reused when the window comes again (the next epoch): the same tensors, so the
+    same samples, without reading and fusing the frames again. Items with a skipped frame are not kept
+    (their warning comes every epoch). Each data-loader worker keeps its own.
     """
 
     def __init__(
@@ -170,6 +177,7 @@ class FrameDataset(Dataset[PairedSample | None]):
         teacher_input: str = "rgb",
         up_axis: int = 2,
         read_pixels: bool = True,
+        memory_mb: float = 0.0,
     ) -> None:
         if multi_camera not in MULTI_CAMERA_RULES:
             raise ValueError(f"multi_camera must be one of {list(MULTI_CAMERA_RULES)}, got {multi_camera!r}")
@@ -183,6 +191,8 @@ class FrameDataset(Dataset[PairedSample | None]):
         self.multi_camera = multi_camera
         self.occlusion = _occlusion(occlusion)
         self.teacher_input, self.up_axis = teacher_input, up_axis
+        self.memory_left = int(memory_mb * 2**20)
+        self.kept: dict[int, PairedSample] = {}
 
     def __len__(self) -> int:
         return len(self.items)
@@ -200,7 +210,7 @@ class FrameDataset(Dataset[PairedSample | None]):
         except DataError as e:
             if not self.skip_bad:
                 raise
-            warnings.warn(f"skipping bad frame {ref.name}: {e}", stacklevel=3)
+            warnings.warn(f"skipping bad frame {ref.name}: {e}", stacklevel=4)
             return None
         return frame
 
@@ -226,6 +236,17 @@ class FrameDataset(Dataset[PairedSample | None]):
             if scan is None:
                 return None
             return self.transform(scan if self.attach is None else self.attach(scan))
+        sample = self.kept.get(i)
+        if sample is None:
+            sample = self._fuse(item, i)
+            if sample is None:
+                return None
+        if self.attach is not None:
+            sample = self.attach(sample)
+        return self.transform(sample)
+
+    def _fuse(self, item: Window, i: int) -> PairedSample | None:
+        """The window's frames read, fused (or the single frame) and paired; kept when there is room."""
         read = [(ref, self._read(ref)) for ref in item]
         good = [(ref, frame) for ref, frame in read if frame is not None]
         if not good:
@@ -250,9 +271,12 @@ class FrameDataset(Dataset[PairedSample | None]):
                 **look,
             )
         sample.sources = tuple(ref for ref, _ in good)
-        if self.attach is not None:
-            sample = self.attach(sample)
-        return self.transform(sample)
+        if len(good) == len(item):
+            size = sum(t.numel() * t.element_size() for t in vars(sample).values() if isinstance(t, Tensor))
+            if size <= self.memory_left:
+                self.kept[i] = sample
+                self.memory_left -= size
+        return sample
 
 
 def collate_skip(items: list[PairedSample | None]) -> PairedBatch | None:

@@ -144,6 +144,7 @@ def make_loader(
         teacher_input=cfg.teacher_input,
         up_axis=cfg.up_axis,
         read_pixels=superpixels > 0,  # with a cache, only superpixels read the teacher's image
+        memory_mb=p.memory_mb,
     )
     workers = cfg.num_workers if num_workers is None else num_workers
     return DataLoader(
