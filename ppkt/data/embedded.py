@@ -12,6 +12,7 @@ of its recipe is an error naming it (it is never deleted for you).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -68,7 +69,11 @@ def ensure_synthetic(
     """Path of the synthetic dataset of this recipe, rendering it first if the cache lacks it."""
     room = replace(RoomConfig(), appearance=appearance)
     recipe = make_recipe(scenes, frames_per_scene, seed, image_size, room=room)
-    return _ensure("synth", "synthetic dataset", recipe, dataset_matches, render_dataset, cache_dir, verbose)
+
+    def render(out: Path, recipe: dict[str, Any]) -> None:  # a process per core: the same files
+        render_dataset(out, recipe, workers=os.cpu_count() or 1)
+
+    return _ensure("synth", "synthetic dataset", recipe, dataset_matches, render, cache_dir, verbose)
 
 
 def ensure_synthetic_lidar(
