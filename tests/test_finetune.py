@@ -409,7 +409,7 @@ def test_demo_runs_the_scratch_jobs_beside_pretraining(
     splits = load_scene_splits(scratch.data, verbose=False)
     seen: dict[str, bool] = {}
 
-    def pretraining() -> None:  # stands in for pretraining: waits until both scratch jobs have finished
+    def pretraining(wait_free: object) -> None:  # stands in for pretraining: waits for both scratch jobs
         deadline = time.monotonic() + 300
         while not all((tmp_path / n / "metrics.json").exists() for n in ("s0", "s1")):
             assert time.monotonic() < deadline, "the scratch jobs did not run beside the call"
@@ -427,6 +427,83 @@ def test_demo_runs_the_scratch_jobs_beside_pretraining(
     assert results[0]["test"]["miou"] == pytest.approx(results[1]["test"]["miou"])  # same config, same result
 
 
+def test_holding_the_feed_starts_no_further_job_beside_the_call(
+    tiny_synth: Path, pretrained_ckpt: Path, tmp_path: Path
+) -> None:
+    """``wait_free()`` (pretraining's switch to every core): the running scratch job ends first, no other
+    starts beside the call, and those not started run after it with the others."""
+    import time
+
+    from ppkt.config import FinetuneConfig, load_config
+    from ppkt.pipelines import demo
+    from ppkt.training.seg_data import load_scene_splits
+
+    overrides = [f"data.root={tiny_synth}", *TINY_FINETUNE, "trainer.max_steps=1", "trainer.threads=1"]
+    scratch = load_config(FinetuneConfig, overrides=overrides)
+    pretrained = load_config(FinetuneConfig, overrides=[*overrides, f"init={pretrained_ckpt}", "probe=true"])
+    splits = load_scene_splits(scratch.data, verbose=False)
+    seen: dict[str, object] = {}
+
+    def pretraining(wait_free) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + 300
+        while not (tmp_path / "s0").exists():  # the first scratch job has started
+            assert time.monotonic() < deadline, "no scratch job ran beside the call"
+            time.sleep(0.05)
+        wait_free()
+        seen["after hold"] = sorted(p.name for p in tmp_path.iterdir() if (p / "metrics.json").exists())
+        seen["started"] = sorted(p.name for p in tmp_path.iterdir())
+        wait_free()  # a second call returns at once
+
+    jobs = [("s0", scratch), ("s1", scratch), ("s2", scratch), ("p0", pretrained)]
+    results = demo.run_jobs(jobs, tmp_path, 2, splits, beside=(pretraining, 3))
+    assert seen["after hold"] == seen["started"]  # every job started beside the call had ended
+    assert "p0" not in seen["started"] and len(seen["started"]) in (1, 2)  # s0 (and s1 if s0 was done)
+    assert [r["init"] for r in results] == ["scratch", "scratch", "scratch", "pretrained"]  # all ran
+    assert results[0]["test"]["miou"] == pytest.approx(results[2]["test"]["miou"])
+
+
+def test_threads_switch_at_a_fixed_step_after_the_wait(tmp_path: Path) -> None:
+    """``ThreadsAtStep``: the first ``share`` of the steps at the starting threads, then ``wait()`` once and
+    the new thread count, at step ``round(share × steps)`` whatever the wait."""
+    import lightning as L
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from ppkt.training.common import ThreadsAtStep
+
+    class Tiny(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 1)
+            self.threads: list[int] = []
+
+        def training_step(self, batch: list[torch.Tensor], i: int) -> torch.Tensor:
+            self.threads.append(torch.get_num_threads())
+            return self.lin(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    before = torch.get_num_threads()
+    waits: list[int] = []
+    try:
+        torch.set_num_threads(1)
+        model = Tiny()
+        switch = ThreadsAtStep(0.4, 2, lambda: waits.append(len(model.threads)))
+        data = DataLoader(TensorDataset(torch.randn(10, 3)), batch_size=2)  # 5 steps an epoch, 2 epochs
+        trainer = L.Trainer(
+            max_epochs=2, callbacks=[switch], default_root_dir=tmp_path, logger=False,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        )  # fmt: skip
+        trainer.fit(model, data)
+    finally:
+        torch.set_num_threads(before)
+    assert model.threads == [1] * 4 + [2] * 6  # round(0.4 × 10) = 4 steps at 1 thread
+    assert waits == [4]
+    with pytest.raises(ValueError, match="share"):
+        ThreadsAtStep(0.0, 2, lambda: None)
+
+
 @pytest.mark.slow
 def test_a_failing_call_beside_the_jobs_stops_them(tiny_synth: Path, tmp_path: Path) -> None:
     """Pretraining that fails while scratch jobs run beside it: the error comes out, queued jobs never
@@ -439,7 +516,7 @@ def test_a_failing_call_beside_the_jobs_stops_them(tiny_synth: Path, tmp_path: P
     scratch = load_config(FinetuneConfig, overrides=overrides)
     splits = load_scene_splits(scratch.data, verbose=False)
 
-    def pretraining() -> None:
+    def pretraining(wait_free: object) -> None:
         raise RuntimeError("pretraining broke")
 
     jobs = [(f"s{i}", scratch) for i in range(4)]

@@ -23,7 +23,7 @@ from ppkt.errors import ConfigError
 from ppkt.pipelines.finetune import run_finetune
 from ppkt.pipelines.pretrain import run_pretrain
 from ppkt.pipelines.report import gains, plot_report, pretraining_panels, report_markdown, summarize
-from ppkt.training.common import load_run_checkpoint, output_dir, write_json
+from ppkt.training.common import ThreadsAtStep, load_run_checkpoint, output_dir, write_json
 from ppkt.training.pretrain_module import PPKTPretrainModule
 from ppkt.training.seg_data import SceneSplits, load_scene_splits
 
@@ -74,14 +74,18 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     unit = "scans" if is_lidar_layout(cfg.finetune.data.layout) else "scenes"
     print(f"[ppkt] segmentation: {n[0]} train / {n[1]} val / {n[2]} test {unit}")
     overlap = cfg.overlap and cfg.workers > 1
-    for pc in runs_cfg.values():
+    switch: dict[str, bool] = {}  # runs that take every core once the scratch jobs are done
+    for name, pc in runs_cfg.items():
+        switch[name] = overlap and pc.trainer.threads is None and cfg.overlap_share < 1
         if overlap and pc.trainer.threads is None:
             pc.trainer.threads = overlap_threads(cfg)
     pretrain_metrics: dict[str, dict[str, Any]] = {}
 
-    def pretrain() -> None:
+    def pretrain(wait_free: Callable[[], None]) -> None:
         for name, pc in runs_cfg.items():
-            pretrain_metrics[name] = run_pretrain(pc, out / name)
+            cores = os.cpu_count() or 1
+            more = [ThreadsAtStep(cfg.overlap_share, cores, wait_free)] if switch[name] else []
+            pretrain_metrics[name] = run_pretrain(pc, out / name, callbacks=more)
 
     # scratch jobs first: with ``overlap`` they run one at a time beside pretraining, else after it
     named = sorted(((name, fc) for name, fc, _ in jobs), key=lambda job: job[1].init != "scratch")
@@ -180,19 +184,21 @@ def run_jobs(
     out: Path,
     workers: int,
     splits: SceneSplits,
-    beside: tuple[Callable[[], None], int] | None = None,
+    beside: tuple[Callable[[Callable[[], None]], None], int] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the fine-tuning jobs, ``workers`` at a time in fresh processes (``workers == 1``: in this process,
-    reusing the loaded ``splits``); results in job order. ``beside = (call, n)``: run ``call`` (pretraining)
-    in this process first, the first ``n`` jobs (those that do not need it) one at a time beside it, and
-    the rest ``workers`` at a time once it has returned."""
+    reusing the loaded ``splits``); results in job order. ``beside = (call, n)``: run ``call(wait_free)``
+    (pretraining) in this process first, the first ``n`` jobs (those that do not need it) one at a time
+    beside it, and the rest ``workers`` at a time once it has returned. ``wait_free()`` (e.g. to take the
+    job's core) starts no further job beside ``call`` and blocks until the running one has ended; the
+    jobs it did not start run after ``call``, with the rest."""
 
     def done(name: str, m: dict[str, Any]) -> None:
         print(f"[ppkt] {name}: test mIoU {m['test']['miou']:.2f} ({m['wall_time_s']:.0f} s)", flush=True)
 
     if workers == 1:
         if beside is not None:
-            beside[0]()
+            beside[0](lambda: None)
         results = []
         for name, fc in jobs:
             results.append(run_finetune(fc, out / name, splits=splits, verbose=False))
@@ -213,15 +219,23 @@ def run_jobs(
         if beside is not None:
             call, n_free = beside
             stop: Future[Any] = Future()
+            hold, fed = threading.Event(), threading.Event()
 
-            def feed() -> None:  # one job in flight until ``call`` returns
-                for name, fc in jobs[:n_free]:
-                    with lock:
-                        if stop.done():
-                            return
-                        fut = submit(pool, name, fc)
-                    pending: list[Future[Any]] = [fut, stop]
-                    wait(pending, return_when=FIRST_COMPLETED)
+            def feed() -> None:  # one job in flight until ``call`` returns or holds the feed
+                try:
+                    for name, fc in jobs[:n_free]:
+                        with lock:
+                            if stop.done() or hold.is_set():
+                                return
+                            fut = submit(pool, name, fc)
+                        pending: list[Future[Any]] = [fut, stop]
+                        wait(pending, return_when=FIRST_COMPLETED)
+                finally:
+                    fed.set()
+
+            def wait_free() -> None:  # no new job beside ``call``; wait for the running one
+                hold.set()
+                fed.wait()
 
             def stop_feeding() -> None:
                 with lock:  # no submission after this
@@ -231,7 +245,7 @@ def run_jobs(
             feeder = threading.Thread(target=feed, name="ppkt-demo-feeder", daemon=True)
             feeder.start()
             try:
-                call()
+                call(wait_free)
             except BaseException:
                 stop_feeding()
                 pool.shutdown(wait=True, cancel_futures=True)  # a job not yet started never starts

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +95,11 @@ def check_resume(resume: str | None, out: Path, module: L.LightningModule) -> st
     return str(path)
 
 
-def run_pretrain(cfg: PretrainConfig, out: str | Path, resume: str | None = None) -> dict[str, Any]:
-    """Pretrain and write ``config.yaml``, checkpoints, logs and ``metrics.json`` under ``out``."""
+def run_pretrain(
+    cfg: PretrainConfig, out: str | Path, resume: str | None = None, callbacks: Sequence[L.Callback] = ()
+) -> dict[str, Any]:
+    """Pretrain and write ``config.yaml``, checkpoints, logs and ``metrics.json`` under ``out``;
+    ``callbacks`` are added to the trainer's."""
     start = time.time()
     out = start_run(cfg, out, cfg.trainer.seed, cfg.trainer.threads)
 
@@ -120,7 +124,7 @@ def run_pretrain(cfg: PretrainConfig, out: str | Path, resume: str | None = None
     init_state = copy.deepcopy(module.state_dict())
     monitor = "val/loss" if val_loader is not None else None
     resume_state = ResumeState(train_loader, val_loader)
-    trainer = build_trainer(cfg, out, monitor, [resume_state])
+    trainer = build_trainer(cfg, out, monitor, [resume_state, *callbacks])
     trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
     train_time = time.time() - start
     if resume is None and trainer.global_step == 0:

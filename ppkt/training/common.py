@@ -6,6 +6,7 @@ import inspect
 import json
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -143,3 +144,28 @@ def load_run_checkpoint(cls: type[M], path: str | Path, kind: str) -> M:
     except Exception as e:
         raise WeightsError(f"{path}: not a ppkt {kind} checkpoint: {e}") from e
     return module
+
+
+class ThreadsAtStep(Callback):
+    """Run a training's first ``share`` of its steps at the threads it started with, then ``wait()`` (e.g.
+    for a job beside it to finish) and take ``threads``. The switch comes at a fixed step,
+    ``round(share × total steps)``, not when the wait ends: the run's float path, and so its result, is
+    the same however long the wait is (a resumed run past that step switches at its start)."""
+
+    def __init__(self, share: float, threads: int, wait: Callable[[], None]) -> None:
+        if not 0 < share <= 1:
+            raise ValueError(f"ThreadsAtStep: share must be in (0, 1], got {share}")
+        self.share, self.threads, self.wait = share, threads, wait
+        self.step: int | None = None
+        self.switched = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.step = round(self.share * trainer.estimated_stepping_batches)
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, i: int
+    ) -> None:
+        if not self.switched and self.step is not None and trainer.global_step >= self.step:
+            self.wait()
+            torch.set_num_threads(self.threads)
+            self.switched = True
