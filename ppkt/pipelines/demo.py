@@ -82,9 +82,16 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     pretrain_metrics: dict[str, dict[str, Any]] = {}
 
     def pretrain(wait_free: Callable[[], None]) -> None:
+        cores = os.cpu_count() or 1
+
+        def take_every_core() -> None:
+            print(f"[ppkt] pretraining: {cfg.overlap_share:g} of the steps done; no further job beside it")
+            t = time.time()
+            wait_free()
+            print(f"[ppkt] pretraining: {cores} threads from here (waited {time.time() - t:.0f} s)")
+
         for name, pc in runs_cfg.items():
-            cores = os.cpu_count() or 1
-            more = [ThreadsAtStep(cfg.overlap_share, cores, wait_free)] if switch[name] else []
+            more = [ThreadsAtStep(cfg.overlap_share, cores, take_every_core)] if switch[name] else []
             pretrain_metrics[name] = run_pretrain(pc, out / name, callbacks=more)
 
     # scratch jobs first: with ``overlap`` they run one at a time beside pretraining, else after it
