@@ -88,7 +88,8 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
             print(f"[ppkt] pretraining: {cfg.overlap_share:g} of the steps done; no further job beside it")
             t = time.time()
             wait_free()
-            print(f"[ppkt] pretraining: {cores} threads from here (waited {time.time() - t:.0f} s)")
+            waited = f"waited {time.time() - t:.0f} s"
+            print(f"[ppkt] pretraining: {cores} threads from here ({waited})", flush=True)
 
         for name, pc in runs_cfg.items():
             more = [ThreadsAtStep(cfg.overlap_share, cores, take_every_core)] if switch[name] else []
