@@ -74,11 +74,12 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
     unit = "scans" if is_lidar_layout(cfg.finetune.data.layout) else "scenes"
     print(f"[ppkt] segmentation: {n[0]} train / {n[1]} val / {n[2]} test {unit}")
     overlap = cfg.overlap and cfg.workers > 1
-    switch: dict[str, bool] = {}  # runs that take every core once the scratch jobs are done
+    switch: set[str] = set()  # runs that take every core once the scratch jobs are done
     for name, pc in runs_cfg.items():
-        switch[name] = overlap and pc.trainer.threads is None and cfg.overlap_share < 1
         if overlap and pc.trainer.threads is None:
             pc.trainer.threads = overlap_threads(cfg)
+            if cfg.overlap_share < 1:
+                switch.add(name)
     pretrain_metrics: dict[str, dict[str, Any]] = {}
 
     def pretrain(wait_free: Callable[[], None]) -> None:
@@ -92,7 +93,7 @@ def run_demo(cfg: DemoConfig, out: str | Path) -> dict[str, Any]:
             print(f"[ppkt] pretraining: {cores} threads from here ({waited})", flush=True)
 
         for name, pc in runs_cfg.items():
-            more = [ThreadsAtStep(cfg.overlap_share, cores, take_every_core)] if switch[name] else []
+            more = [ThreadsAtStep(cfg.overlap_share, cores, take_every_core)] if name in switch else []
             pretrain_metrics[name] = run_pretrain(pc, out / name, callbacks=more)
 
     # scratch jobs first: with ``overlap`` they run one at a time beside pretraining, else after it
