@@ -4,6 +4,7 @@ and from the pretrained checkpoint at several label fractions over several seeds
 from __future__ import annotations
 
 import copy
+import json
 import multiprocessing
 import os
 import threading
@@ -172,14 +173,24 @@ def demo_jobs(cfg: DemoConfig, ckpt: Path | dict[int, Path]) -> list[tuple[str, 
     return todo
 
 
+#: a worker process's loaded scenes, by their data config (the demo's jobs share one)
+_worker_splits: dict[str, SceneSplits] = {}
+
+
 def _job(cfg: dict[str, Any], out: str) -> dict[str, Any]:
-    """One fine-tuning run in a worker process (a fresh process per run: no memory carried over); Lightning's
-    per-run banners are silenced (the demo prints one line per run)."""
+    """One fine-tuning run in a worker process. The process runs job after job: it imports torch and
+    Lightning once and loads the scenes once per data config (``run_finetune`` seeds every run itself, so a
+    run's result does not depend on what ran before it in the process). Lightning's per-run banners are
+    silenced (the demo prints one line per run)."""
     import logging
 
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    return run_finetune(from_dict(FinetuneConfig, cfg), out, verbose=False)
+    fc = from_dict(FinetuneConfig, cfg)
+    key = json.dumps(cfg["data"], sort_keys=True, default=str)
+    if key not in _worker_splits:
+        _worker_splits[key] = load_scene_splits(fc.data, verbose=False)
+    return run_finetune(fc, out, splits=_worker_splits[key], verbose=False)
 
 
 def overlap_threads(cfg: DemoConfig) -> int:
@@ -195,12 +206,12 @@ def run_jobs(
     splits: SceneSplits,
     beside: tuple[Callable[[Callable[[], None]], None], int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the fine-tuning jobs, ``workers`` at a time in fresh processes (``workers == 1``: in this process,
-    reusing the loaded ``splits``); results in job order. ``beside = (call, n)``: run ``call(wait_free)``
-    (pretraining) in this process first, the first ``n`` jobs (those that do not need it) one at a time
-    beside it, and the rest ``workers`` at a time once it has returned. ``wait_free()`` (e.g. to take the
-    job's core) starts no further job beside ``call`` and blocks until the running one has ended; the
-    jobs it did not start run after ``call``, with the rest."""
+    """Run the fine-tuning jobs in ``workers`` worker processes, each running job after job with its scenes
+    loaded once (``workers == 1``: in this process, reusing the loaded ``splits``); results in job order.
+    ``beside = (call, n)``: run ``call(wait_free)`` (pretraining) in this process first, the first ``n``
+    jobs (those that do not need it) one at a time beside it, and the rest ``workers`` at a time once it has
+    returned. ``wait_free()`` (e.g. to take the job's core) starts no further job beside ``call`` and blocks
+    until the running one has ended; the jobs it did not start run after ``call``, with the rest."""
 
     def done(name: str, m: dict[str, Any]) -> None:
         print(f"[ppkt] {name}: test mIoU {m['test']['miou']:.2f} ({m['wall_time_s']:.0f} s)", flush=True)
@@ -224,7 +235,7 @@ def run_jobs(
         return fut
 
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, max_tasks_per_child=1) as pool:
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         if beside is not None:
             call, n_free = beside
             stop: Future[Any] = Future()
