@@ -120,6 +120,10 @@ class PairingConfig:
 class DataConfig(SourceConfig):
     heldout: float = 0.2
     heldout_mode: Literal["auto", "scenes", "tail"] = "auto"
+    #: the embedded RGB-D rooms only: this many more rooms of the same synthesis (rooms synth.scenes, …,
+    #: synth.scenes + extra_scenes − 1 of synth.seed, so none is a room of the benchmark) whose frames join
+    #: the training frames: unlabelled data for pretraining alone (never held out; fine-tuning never sees them)
+    extra_scenes: int = 0
     image_size: tuple[int, int] = (240, 320)
     #: what the teacher sees of an RGB-D frame (ppkt.data.teacher_input): rgb | hha (the depth as HHA) |
     #: gravity (HHA with a finer height in place of the disparity) | rgb+hha (both, the teacher's maps
@@ -141,6 +145,12 @@ class DataConfig(SourceConfig):
         super().validate(prefix)
         if not 0 <= self.heldout < 1:
             raise ConfigError(f"config key '{key(prefix, 'heldout')}': must be in [0, 1), got {self.heldout}")
+        checks.at_least(prefix, "extra_scenes", self.extra_scenes, 0)
+        if self.extra_scenes and (self.root is not None or self.layout != "generic"):
+            raise ConfigError(
+                f"config key '{key(prefix, 'extra_scenes')}': adds rooms of the embedded RGB-D dataset "
+                f"(data.root null, layout generic), got root {self.root!r}, layout {self.layout!r}: set 0"
+            )
         if not min(self.image_size) >= 8:
             raise ConfigError(
                 f"config key '{key(prefix, 'image_size')}': must be [H, W] >= 8 pixels, "

@@ -63,12 +63,14 @@ def ensure_synthetic(
     seed: int,
     image_size: tuple[int, int],
     appearance: Appearance = "random",
+    first_scene: int = 0,
     cache_dir: str | None = None,
     verbose: bool = True,
 ) -> Path:
-    """Path of the synthetic dataset of this recipe, rendering it first if the cache lacks it."""
+    """Path of the synthetic dataset of this recipe, rendering it first if the cache lacks it
+    (``first_scene``: the index of its first room, :func:`~ppkt.data.synth.make_recipe`)."""
     room = replace(RoomConfig(), appearance=appearance)
-    recipe = make_recipe(scenes, frames_per_scene, seed, image_size, room=room)
+    recipe = make_recipe(scenes, frames_per_scene, seed, image_size, room=room, first_scene=first_scene)
 
     def render(out: Path, recipe: dict[str, Any]) -> None:  # a process per core: the same files
         render_dataset(out, recipe, workers=os.cpu_count() or 1)

@@ -98,9 +98,15 @@ class FrameSplits:
 
 
 def frame_splits(cfg: DataConfig, verbose: bool = True) -> FrameSplits:
+    """The training and held-out frames of ``data``; with ``data.extra_scenes`` the extra embedded rooms'
+    frames (every ``frame_skip``-th) follow the training frames."""
     root = data_root(cfg, verbose)
     folders = open_scans(root, cfg.layout) if is_lidar_layout(cfg.layout) else open_scenes(root, cfg.layout)
     train, held = split_frames(folders, cfg.heldout, cfg.heldout_mode, cfg.frame_skip)  # type: ignore[arg-type]
+    if cfg.extra_scenes:
+        synth = {**asdict(cfg.synth), "scenes": cfg.extra_scenes, "first_scene": cfg.synth.scenes}
+        extra = ensure_synthetic(**synth, cache_dir=cfg.cache_dir, verbose=verbose)
+        train += [FrameRef(f, j) for f in open_scenes(extra, cfg.layout) for j in range(0, len(f), cfg.frame_skip)]
     return FrameSplits(root, train, held)
 
 

@@ -64,8 +64,12 @@ def make_recipe(
     depth_noise: DepthNoise | None = DepthNoise(),  # noqa: B008 - frozen dataclass, immutable default
     depth_range: tuple[float, float] = (0.3, 6.0),
     room: RoomConfig = RoomConfig(),  # noqa: B008 - frozen dataclass, immutable default
+    first_scene: int = 0,
 ) -> dict[str, Any]:
-    """The recipe dict that :func:`synthesize` stores in ``dataset.json`` for these arguments."""
+    """The recipe dict that :func:`synthesize` stores in ``dataset.json`` for these arguments. The rooms are
+    ``first_scene … first_scene + scenes − 1`` of the seed's stream (room ``i`` is drawn from ``(seed, i)``
+    alone), so ``first_scene = n`` gives rooms that a dataset of ``n`` rooms of the same seed does not hold;
+    the recipe names ``first_scene`` only when it is not 0 (a recipe of rooms from 0 is unchanged)."""
     if scenes < 1 or frames_per_scene < 1:
         raise ConfigError(
             f"synthesize: scenes and frames_per_scene must be >= 1, got {scenes}, {frames_per_scene}"
@@ -77,6 +81,8 @@ def make_recipe(
         raise ConfigError(f"synthesize: image_size must be at least 8x8 (H, W), got {image_size}")
     if not 0 < depth_range[0] < depth_range[1]:
         raise ConfigError(f"synthesize: depth_range must be 0 < min < max, got {depth_range}")
+    if first_scene < 0:
+        raise ConfigError(f"synthesize: first_scene must be >= 0, got {first_scene}")
     recipe = {
         "version": SYNTH_VERSION,
         "scenes": int(scenes),
@@ -88,6 +94,8 @@ def make_recipe(
         "depth_range": [float(depth_range[0]), float(depth_range[1])],
         "room": room_recipe(room),
     }
+    if first_scene:
+        recipe["first_scene"] = int(first_scene)
     return dict(jsonable(recipe))
 
 
@@ -180,10 +188,11 @@ def render_dataset(
     """Render the dataset of ``recipe`` (:func:`make_recipe`) into the existing empty folder ``out``,
     ``dataset.json`` last. ``workers`` and ``progress`` as in :func:`synthesize`."""
     scenes = int(recipe["scenes"])
+    first = int(recipe.get("first_scene", 0))
     summaries: list[dict[str, Any]] = []
     if workers <= 1 or scenes == 1:
         for i in range(scenes):
-            summaries.append(_render_scene(out, i, recipe))
+            summaries.append(_render_scene(out, first + i, recipe))
             if progress is not None:
                 progress(i + 1, scenes)
     else:
@@ -191,7 +200,7 @@ def render_dataset(
         # numpy, PIL and their own pybullet connection (the parent holds none)
         method = "fork" if "fork" in get_all_start_methods() else "spawn"
         with ProcessPoolExecutor(min(workers, scenes), mp_context=get_context(method)) as pool:
-            futures = [pool.submit(_render_scene, out, i, recipe) for i in range(scenes)]
+            futures = [pool.submit(_render_scene, out, first + i, recipe) for i in range(scenes)]
             for i, fut in enumerate(futures):
                 summaries.append(fut.result())
                 if progress is not None:
