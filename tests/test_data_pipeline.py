@@ -231,6 +231,43 @@ def test_split_by_scene_and_by_trajectory_tail(tmp_path: Path) -> None:
     assert [r.index for r in train] == [0, 2] and [r.index for r in held] == [4]
 
 
+def test_extra_scenes_join_the_training_frames_only(tmp_path: Path) -> None:
+    """``data.extra_scenes``: rooms 3 and 4 of the embedded seed (another dataset folder) follow the
+    training frames; the held-out frames stay the base rooms'; a negative count or a dataset folder is a
+    config error naming the key."""
+    from ppkt.config import PretrainConfig
+    from ppkt.errors import ConfigError
+    from ppkt.training.data import frame_splits
+
+    cfg = PretrainConfig().data
+    cfg.synth.scenes, cfg.synth.frames_per_scene, cfg.synth.image_size = 3, 2, (32, 40)
+    cfg.cache_dir, cfg.heldout = str(tmp_path), 0.3
+    base = frame_splits(cfg, verbose=False)
+    cfg.extra_scenes = 2
+    cfg.validate()
+    more = frame_splits(cfg, verbose=False)
+    assert [r.folder.scene for r in base.train] == ["scene_0000"] * 2 + ["scene_0001"] * 2
+    assert [(r.folder.scene, r.index) for r in more.train[4:]] == [
+        ("scene_0003", 0),
+        ("scene_0003", 1),
+        ("scene_0004", 0),
+        ("scene_0004", 1),
+    ]
+
+    def where(refs: list) -> list[tuple[Path, int]]:
+        return [(r.folder.root, r.index) for r in refs]
+
+    assert where(more.train[:4]) == where(base.train) and where(more.heldout) == where(base.heldout)
+    assert more.root == base.root and more.train[4].folder.root.parent != base.root
+    for bad, match in (({"extra_scenes": -1}, "extra_scenes"), ({"root": str(tmp_path)}, "extra_scenes")):
+        cfg = PretrainConfig().data
+        cfg.extra_scenes = 1
+        for k, v in bad.items():
+            setattr(cfg, k, v)
+        with pytest.raises(ConfigError, match=match):
+            cfg.validate()
+
+
 def test_bad_frame_errors_or_is_skipped_with_warning(tmp_path: Path) -> None:
     folder = write_scene(tmp_path / "s", 3)
     (tmp_path / "s" / "0001.color.png").write_bytes(b"not a png")

@@ -145,6 +145,26 @@ def test_deterministic(tmp_path: Path) -> None:
     assert (foreign / "notes.txt").read_text() == "keep me"
 
 
+def test_first_scene_continues_the_seeds_rooms(tmp_path: Path) -> None:
+    """Rooms ``first_scene …`` of a seed are the rooms a dataset rendered from 0 holds at those indices (the
+    extra pretraining rooms of ``data.extra_scenes`` are new rooms, never a benchmark room); a recipe from
+    room 0 does not name ``first_scene``, so the embedded dataset's cache folder keeps its name."""
+    size = (32, 40)
+    full = synthesize(tmp_path / "full", 3, 2, 11, size)
+    tail = synthesize(tmp_path / "tail", 1, 2, 11, size, first_scene=2)
+    assert [f.root.name for f in open_scenes(tail)] == ["scene_0002"]
+    files = sorted(p.relative_to(tail) for p in (tail / "scene_0002").rglob("*") if p.is_file())
+    assert len(files) == 2 + 2 * 5
+    for rel in files:
+        assert (tail / rel).read_bytes() == (full / rel).read_bytes(), rel
+    assert "first_scene" not in make_recipe(3, 2, 11, size)
+    assert make_recipe(1, 2, 11, size, first_scene=2)["first_scene"] == 2
+    assert dataset_matches(tail, make_recipe(1, 2, 11, size, first_scene=2))
+    assert not dataset_matches(tail, make_recipe(1, 2, 11, size))
+    with pytest.raises(ConfigError, match="first_scene"):
+        make_recipe(1, 2, 11, size, first_scene=-1)
+
+
 def colour_to_class_accuracy(root: Path) -> tuple[float, set[int]]:
     """Balanced accuracy in the second room of a colour → class lookup (8 levels per channel) learnt on the
     first room, and the classes seen."""

@@ -106,7 +106,9 @@ def frame_splits(cfg: DataConfig, verbose: bool = True) -> FrameSplits:
     if cfg.extra_scenes:
         synth = {**asdict(cfg.synth), "scenes": cfg.extra_scenes, "first_scene": cfg.synth.scenes}
         extra = ensure_synthetic(**synth, cache_dir=cfg.cache_dir, verbose=verbose)
-        train += [FrameRef(f, j) for f in open_scenes(extra, cfg.layout) for j in range(0, len(f), cfg.frame_skip)]
+        train += [
+            FrameRef(f, j) for f in open_scenes(extra, cfg.layout) for j in range(0, len(f), cfg.frame_skip)
+        ]
     return FrameSplits(root, train, held)
 
 

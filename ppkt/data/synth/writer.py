@@ -228,6 +228,7 @@ def synthesize(
     depth_noise: DepthNoise | None = DepthNoise(),  # noqa: B008 - frozen dataclass, immutable default
     depth_range: tuple[float, float] = (0.3, 6.0),
     room: RoomConfig = RoomConfig(),  # noqa: B008 - frozen dataclass, immutable default
+    first_scene: int = 0,
     workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
@@ -241,6 +242,8 @@ def synthesize(
         depth_noise: the Kinect-like noise model, or ``None`` for exact depth (only mm quantisation).
         depth_range: depth outside ``[min, max]`` metres is written as invalid (0).
         room: ranges of the random room layout.
+        first_scene: index of the first room (rooms ``first_scene …`` of the seed; each room's files are
+            those of the same room in a dataset rendered from 0).
         workers: processes rendering scenes in parallel (does not change the output).
         progress: called as ``progress(scenes_done, scenes)`` after each scene.
 
@@ -256,6 +259,7 @@ def synthesize(
         depth_noise=depth_noise,
         depth_range=depth_range,
         room=room,
+        first_scene=first_scene,
     )
     out = Path(out_dir)
     _check_replaceable(out)
