@@ -121,8 +121,9 @@ class DataConfig(SourceConfig):
     heldout: float = 0.2
     heldout_mode: Literal["auto", "scenes", "tail"] = "auto"
     #: the embedded RGB-D rooms only: this many more rooms of the same synthesis (rooms synth.scenes, …,
-    #: synth.scenes + extra_scenes − 1 of synth.seed, so none is a room of the benchmark) whose frames join
-    #: the training frames: unlabelled data for pretraining alone (never held out; fine-tuning never sees them)
+    #: synth.scenes + extra_scenes − 1 of synth.seed, so none is a room of the benchmark) whose frames
+    #: join the training frames: unlabelled data for pretraining alone (never held out; fine-tuning never
+    #: sees them)
     extra_scenes: int = 0
     image_size: tuple[int, int] = (240, 320)
     #: what the teacher sees of an RGB-D frame (ppkt.data.teacher_input): rgb | hha (the depth as HHA) |
