@@ -149,8 +149,9 @@ class DataConfig(SourceConfig):
         checks.at_least(prefix, "extra_scenes", self.extra_scenes, 0)
         if self.extra_scenes and (self.root is not None or self.layout != "generic"):
             raise ConfigError(
-                f"config key '{key(prefix, 'extra_scenes')}': adds rooms of the embedded RGB-D dataset "
-                f"(data.root null, layout generic), got root {self.root!r}, layout {self.layout!r}: set 0"
+                f"config key '{key(prefix, 'extra_scenes')}' = {self.extra_scenes}: adds rooms of the "
+                f"embedded RGB-D dataset (data.root null, layout generic), got root {self.root!r}, layout "
+                f"{self.layout!r}: set {key(prefix, 'extra_scenes')}=0"
             )
         if not min(self.image_size) >= 8:
             raise ConfigError(
