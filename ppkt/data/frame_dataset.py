@@ -82,6 +82,11 @@ def _check_scan_input(scan: Scan, teacher_input: str) -> None:
         )
 
 
+def frame_refs(folders: Sequence[FrameSource], frame_skip: int = 1) -> list[FrameRef]:
+    """Every ``frame_skip``-th frame of each scene, in scene order."""
+    return [FrameRef(f, j) for f in folders for j in range(0, len(f), frame_skip)]
+
+
 def split_frames(
     folders: Sequence[FrameSource], heldout: float, mode: str = "auto", frame_skip: int = 1
 ) -> tuple[list[FrameRef], list[FrameRef]]:
@@ -98,11 +103,10 @@ def split_frames(
     held: list[FrameRef] = []
     if mode == "scenes":
         train_scenes, _, held_scenes = split_by_order(folders, heldout, keys=("data.heldout", ""))
-        train = [FrameRef(f, j) for f in train_scenes for j in range(0, len(f), frame_skip)]
-        held = [FrameRef(f, j) for f in held_scenes for j in range(0, len(f), frame_skip)]
+        train, held = frame_refs(train_scenes, frame_skip), frame_refs(held_scenes, frame_skip)
     elif mode == "tail":
         for f in folders:
-            refs = [FrameRef(f, j) for j in range(0, len(f), frame_skip)]
+            refs = frame_refs([f], frame_skip)
             n_train = split_counts(len(refs), heldout)[0]
             train.extend(refs[:n_train])
             held.extend(refs[n_train:])

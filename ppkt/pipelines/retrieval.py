@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 
+from ppkt.data.frame_dataset import frame_refs
 from ppkt.data.readers import is_lidar_layout, open_scans, open_scenes
 from ppkt.data.types import FrameRef
 from ppkt.errors import ConfigError
@@ -66,7 +67,7 @@ def run_retrieval_eval(
         root = data_root(cfg.data)
         layout = cfg.data.layout
         folders = open_scans(root, layout) if is_lidar_layout(layout) else open_scenes(root, layout)
-        frames = [FrameRef(f, j) for f in folders for j in range(0, len(f), cfg.data.frame_skip)]  # type: ignore[arg-type]
+        frames = frame_refs(folders, cfg.data.frame_skip)  # type: ignore[arg-type]
         which = "frames"
     else:
         splits = frame_splits(cfg.data)

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from ppkt.config.finetune import SegDataConfig
 from ppkt.config.pretrain import ColorJitterConfig, DataConfig
 from ppkt.data.embedded import ensure_synthetic, ensure_synthetic_lidar
-from ppkt.data.frame_dataset import FrameDataset, collate_skip, group_frames, split_frames
+from ppkt.data.frame_dataset import FrameDataset, collate_skip, frame_refs, group_frames, split_frames
 from ppkt.data.readers import SCENE_READERS, is_lidar_layout, known_layouts, open_scans, open_scenes
 from ppkt.data.sample import PairedSample
 from ppkt.data.teacher_cache import FeatureCache
@@ -106,9 +106,7 @@ def frame_splits(cfg: DataConfig, verbose: bool = True) -> FrameSplits:
     if cfg.extra_scenes:
         synth = {**asdict(cfg.synth), "scenes": cfg.extra_scenes, "first_scene": cfg.synth.scenes}
         extra = ensure_synthetic(**synth, cache_dir=cfg.cache_dir, verbose=verbose)
-        train += [
-            FrameRef(f, j) for f in open_scenes(extra, cfg.layout) for j in range(0, len(f), cfg.frame_skip)
-        ]
+        train += frame_refs(open_scenes(extra, cfg.layout), cfg.frame_skip)
     return FrameSplits(root, train, held)
 
 
