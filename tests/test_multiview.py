@@ -141,12 +141,15 @@ def test_ppkt_pretrain_pairs_per_frame_and_the_demo_pairs_fused_scenes_with_an_h
     assert (plain.data.pairing.mode, plain.data.teacher_input) == ("frame", "rgb")
     assert plain.trainer.batch_size == 8
     # the demo differs from ``ppkt pretrain`` in these keys only: 2 fused 4-view samples (8 frames, as
-    # the per-frame batch) a step, a teacher that sees the depth as HHA, and 14 epochs instead of 9
+    # the per-frame batch) a step, a teacher that sees the depth as HHA, plane-aware pairs, and 14 epochs
+    # instead of 9
     assert (demo.data.pairing.mode, demo.data.pairing.views, demo.trainer.batch_size) == ("scene", 4, 2)
     assert demo.data.teacher_input == "hha"
     assert (demo.trainer.max_epochs, plain.trainer.max_epochs) == (14, 9)
+    assert (demo.loss.plane_share, plain.loss.plane_share) == (0.5, None)
     demo.data.teacher_input, demo.data.pairing.mode = plain.data.teacher_input, plain.data.pairing.mode
     demo.trainer.batch_size, demo.trainer.max_epochs = plain.trainer.batch_size, plain.trainer.max_epochs
+    demo.loss.plane_share = plain.loss.plane_share
     assert demo == plain
 
 
